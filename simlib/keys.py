@@ -1,0 +1,96 @@
+"""Every Redis key and channel name the kit uses, built in this one module.
+
+The names are a teaching contract (``docs/keyspace.md``): learners type them into
+``redis-cli``. On a Redis Cluster the keys of one game must share a hash slot, so
+``Keyspace(cluster=True)`` wraps the game token in braces (``games:{<g>}:status``);
+nothing else in the code knows the difference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["Keyspace", "LOBBY_CHANNEL", "GAME_CHANNEL", "WORKER_LOGGER", "EVENTS_CHANNEL"]
+
+#: Logger (and pub/sub channel) for lobby and clean-up records.
+LOBBY_CHANNEL = "lib.server.lobby"
+#: Logger (and pub/sub channel) for combat records.
+GAME_CHANNEL = "lib.server.game"
+#: Logger of the clean-up worker.
+WORKER_LOGGER = "lib.pubsub.worker"
+#: Internal channel on which game servers tell each other that a game started,
+#: a turn passed, or a game ended (so players of one game may sit on different servers).
+EVENTS_CHANNEL = "simlib:events"
+
+
+@dataclasses.dataclass(frozen=True)
+class Keyspace:
+    """Builds key names; ``cluster=True`` gives the hash-tagged variant."""
+
+    cluster: bool = False
+
+    # -- global keys --------------------------------------------------------
+    superheros: str = "superheros"
+    users: str = "users"
+    participants: str = "games:participants"
+    events_channel: str = EVENTS_CHANNEL
+
+    def players(self, n: int | str) -> str:
+        """List of every game token opened for ``n`` players, oldest first."""
+        return f"games:players:{n}"
+
+    # -- per-game keys ------------------------------------------------------
+    @property
+    def game_format(self) -> str:
+        """``string.format`` pattern the Lua scripts use to build a game's keys."""
+        return "games:{%s}" if self.cluster else "games:%s"
+
+    def _g(self, g: str) -> str:
+        return self.game_format % g
+
+    def game(self, g: str) -> str:
+        """Set of the game's member user tokens."""
+        return self._g(g)
+
+    def status(self, g: str) -> str:
+        return f"{self._g(g)}:status"
+
+    def host(self, g: str) -> str:
+        return f"{self._g(g)}:host"
+
+    def game_participants(self, g: str) -> str:
+        """String: the number of players the game was opened for."""
+        return f"{self._g(g)}:participants"
+
+    def heroes_taken(self, g: str) -> str:
+        """Set of hero ids already drawn in this game."""
+        return f"{self._g(g)}:superheros"
+
+    def hero(self, g: str, u: str) -> str:
+        """Hash ``id``/``attack``/``health`` of user ``u``'s hero in game ``g``."""
+        return f"{self._g(g)}:superheros:{u}"
+
+    def order(self, g: str) -> str:
+        return f"{self._g(g)}:order"
+
+    def logs(self, g: str) -> str:
+        return f"{self._g(g)}:logs"
+
+    def game_keys(self, g: str, members: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """Every key that belongs to one game (the clean-up and reset helpers use this)."""
+        keys = [
+            self.game(g),
+            self.status(g),
+            self.host(g),
+            self.game_participants(g),
+            self.heroes_taken(g),
+            self.order(g),
+            self.logs(g),
+        ]
+        keys.extend(self.hero(g, u) for u in members)
+        return keys
+
+    @property
+    def game_pattern(self) -> str:
+        """A SCAN pattern matching every per-game and per-count key."""
+        return "games:*"

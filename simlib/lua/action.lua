@@ -1,0 +1,73 @@
+-- Apply one attack, or answer "no enemy left". Atomic, one round trip.
+-- KEYS: none (game keys are built from ARGV[5]; a cluster variant hash-tags them).
+-- ARGV[1] game, ARGV[2] user, ARGV[3] enemy ('' = none), ARGV[4] timestamp,
+-- ARGV[5] game key format, ARGV[6] events channel, ARGV[7] '1' to pause between turns
+-- Returns {'ERR', status, code} | {'NA', record} | {'OK', record, living, next user or winner, log length}
+local game, user, enemy, ts, fmt = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local gk = string.format(fmt, game)
+
+local status = redis.call('GET', gk .. ':status')
+if not status then
+  return {'ERR', 'UNKNOWN GAME TOKEN', 'UNKNOWN_GAME_TOKEN'}
+end
+if redis.call('SISMEMBER', gk, user) == 0 then
+  return {'ERR', 'USER NOT IN THIS GAME', 'NOT_A_MEMBER'}
+end
+if status == 'Waiting Lobby' or status == 'Timed Out' then
+  return {'ERR', 'GAME NOT IN PROGRESS', 'GAME_NOT_IN_PROGRESS'}
+end
+local order = gk .. ':order'
+
+if enemy == '' then
+  -- "I see no enemy left": true only when the order holds nobody but (at most) the user
+  for _, member in ipairs(redis.call('LRANGE', order, 0, -1)) do
+    if member ~= user then
+      return {'ERR', 'ENEMY STILL ALIVE', 'ENEMY_ALIVE'}
+    end
+  end
+  return {'NA', '{"TIMESTAMP": "' .. ts .. '", "PAYLOAD": {"GAME_TOKEN": "' .. game .. '", "USER_TOKEN": "' .. user ..
+    '"}, "STATUS": {"ACTION": "NA", "DETAILS": {"ENEMY_TOKEN": null, "ENEMY_STATUS": "DEAD"}}}'}
+end
+
+if status == 'Completed' then
+  return {'ERR', 'GAME COMPLETED', 'GAME_COMPLETED'}
+end
+if redis.call('LINDEX', order, 0) ~= user then
+  return {'ERR', 'NOT YOUR TURN', 'NOT_YOUR_TURN'}
+end
+if enemy == user then
+  return {'ERR', 'CANNOT ATTACK YOURSELF', 'SELF_ATTACK'}
+end
+if redis.call('SISMEMBER', gk, enemy) == 0 then
+  return {'ERR', 'ENEMY NOT IN THIS GAME', 'ENEMY_NOT_A_MEMBER'}
+end
+local enemy_key = gk .. ':superheros:' .. enemy
+local prior = tonumber(redis.call('HGET', enemy_key, 'health'))
+if prior <= 0 then
+  return {'ERR', 'ENEMY ALREADY DEAD', 'ENEMY_DEAD'}
+end
+local attack = tonumber(redis.call('HGET', gk .. ':superheros:' .. user, 'attack'))
+local post = prior - attack
+if post < 0 then post = 0 end
+redis.call('HSET', enemy_key, 'health', string.format('%d', post))
+
+local record = '{"TIMESTAMP": "' .. ts .. '", "PAYLOAD": {"GAME_TOKEN": "' .. game .. '", "USER_TOKEN": "' .. user ..
+  '"}, "STATUS": {"ACTION": "ATTACK", "DETAILS": {"ENEMY_TOKEN": "' .. enemy .. '", "ENEMY_DAMAGE": ' ..
+  string.format('%d', prior - post) .. ', "ENEMY_HEALTH_PRIOR": ' .. string.format('%d', prior) ..
+  ', "ENEMY_HEALTH_POST": ' .. string.format('%d', post) .. '}}}'
+local n = redis.call('RPUSH', gk .. ':logs', record)
+
+redis.call('LMOVE', order, order, 'LEFT', 'RIGHT')
+if post == 0 then
+  redis.call('LREM', order, 0, enemy)
+end
+local living = redis.call('LLEN', order)
+local head = redis.call('LINDEX', order, 0)
+if living <= 1 then
+  redis.call('SET', gk .. ':status', 'Completed')
+  redis.call('PUBLISH', ARGV[6], '{"t":"complete","g":"' .. game .. '","u":"' .. head .. '","n":' .. n .. '}')
+else
+  redis.call('SET', gk .. ':status', ARGV[7] == '1' and 'In-Progress' or 'Waiting Player')
+  redis.call('PUBLISH', ARGV[6], '{"t":"turn","g":"' .. game .. '","u":"' .. head .. '","n":' .. n .. '}')
+end
+return {'OK', record, living, head, n}

@@ -1,0 +1,282 @@
+"""Bot players. They speak protocol v1 to any server (or a load balancer in front).
+
+* :class:`V1Bot` plays exactly as the original bots did: login, find and the hero and
+  action requests each on a connection of their own, opened per step.
+* :class:`FastBot` speaks the same v1 frames but keeps its connections open for its
+  whole life, so a turn costs one hero round trip and one action round trip.
+
+Every random choice (participant counts, targets) comes from the bot's own
+``random.Random``, seeded from ``seed`` and the bot's index, so a seeded bot makes
+the same choices run after run. Names carry a run id, so bots never share a user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from . import protocol as P
+
+__all__ = ["Bot", "V1Bot", "FastBot", "Recorder", "participant_deck", "BotError", "play_all"]
+
+
+class BotError(RuntimeError):
+    """The server answered something a v1 client cannot go on from."""
+
+
+def participant_deck(games: int, rng: random.Random, two_share: float = 0.6) -> list[int]:
+    """Participant counts for ``games`` games: ``round(games * two_share)`` twos, the
+    rest threes, in random order. A deck (rather than a coin per game) keeps a run's
+    mix predictable, so a 10-bot, 5-game run always opens enough 2-player games for
+    the article's walkthrough (``LRANGE games:players:2 12 12``)."""
+    twos = round(games * two_share)
+    deck = [2] * twos + [3] * (games - twos)
+    rng.shuffle(deck)
+    return deck
+
+
+@dataclass
+class Recorder:
+    """Collects what bots saw, thread-safely: one row per bot-game, one per attack."""
+
+    games: list[dict] = field(default_factory=list)
+    attacks: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    on_game: Callable[[dict], None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def game(self, row: dict) -> None:
+        with self._lock:
+            self.games.append(row)
+        if self.on_game is not None:
+            self.on_game(row)
+
+    def attack(self, record: dict) -> None:
+        with self._lock:
+            self.attacks.append(record)
+
+    def error(self, text: str) -> None:
+        with self._lock:
+            self.errors.append(text)
+
+
+async def _request(ws: ClientConnection, frame: dict) -> dict:
+    await ws.send(P.dumps(frame))
+    return json.loads(await ws.recv())
+
+
+class Bot:
+    """Common game loop; subclasses decide how connections are used."""
+
+    style = "base"
+
+    def __init__(self, url: str, name: str, games: int = 10, *, seed: int | str | None = None,
+                 index: int = 0, recorder: Recorder | None = None, two_share: float = 0.6,
+                 open_timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self.name = name
+        self.games = games
+        self.rng = random.Random(f"{seed}:{index}" if seed is not None else None)
+        self.deck = participant_deck(games, self.rng, two_share) if games > 0 else None
+        self.two_share = two_share
+        self.recorder = recorder or Recorder()
+        self.open_timeout = open_timeout
+        self.token: str | None = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the current game, then leave."""
+        self._stopping = True
+
+    def run(self) -> None:
+        asyncio.run(self.play())
+
+    async def play(self) -> None:
+        played = 0
+        try:
+            await self._open()
+            while not self._stopping and (self.games < 0 or played < self.games):
+                n = self.deck[played] if self.deck else (2 if self.rng.random() < self.two_share else 3)
+                await self._one_game(n)
+                played += 1
+        finally:
+            await self._close()
+
+    # connection policy (overridden) ------------------------------------------------
+    async def _open(self) -> None: ...
+
+    async def _close(self) -> None: ...
+
+    def _connect(self, route: str):
+        return connect(self.url + route, max_size=P.MAX_FRAME, compression=None,
+                       open_timeout=self.open_timeout, ping_interval=None)
+
+    async def _login(self) -> str:
+        raise NotImplementedError
+
+    async def _find(self, n: int) -> dict:
+        raise NotImplementedError
+
+    async def _heroes(self, game: str, users: list[str]) -> dict[str, dict]:
+        raise NotImplementedError
+
+    async def _attack(self, game: str, enemy: str | None) -> dict:
+        raise NotImplementedError
+
+    # one game ------------------------------------------------------------------------
+    async def _one_game(self, n: int) -> None:
+        token = await self._login()
+        reply = await self._find(n)
+        game = reply.get("PAYLOAD", {}).get("GAME_TOKEN")
+        if not game:
+            raise BotError(f"{self.name}: find was refused: {reply.get('STATUS')}")
+        row = {"game": game, "user": token, "name": self.name, "participants": n, "bot": self.style,
+               "hero_id": reply["PAYLOAD"].get("HERO_ID"), "outcome": None, "members": [],
+               "attacks": 0, "damage": 0, "joined_at": time.time(), "ended_at": None, "errors": 0}
+        async with self._connect(P.LOBBY) as lobby:
+            await lobby.send(P.dumps({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": token}}))
+            async for text in lobby:
+                notice = json.loads(text)
+                what = notice.get("STATUS", {})
+                what = what.get("GAME") if isinstance(what, dict) else what
+                if what == "START":
+                    row["members"] = notice["PAYLOAD"]["PARTICIPANTS"]
+                    row["heroes"] = notice["PAYLOAD"]["PARTICIPANTS_HEROS"]
+                elif what == P.YOUR_TURN:
+                    await self._take_turn(game, row)
+                elif what in (P.COMPLETE, P.TIMED_OUT):
+                    row["outcome"] = what
+                    break
+                else:
+                    row["errors"] += 1
+                    self.recorder.error(f"{self.name}: lobby said {notice}")
+        row["ended_at"] = time.time()
+        self.recorder.game(row)
+
+    async def _take_turn(self, game: str, row: dict) -> None:
+        others = [u for u in row["members"] if u != self.token]
+        heroes = await self._heroes(game, others)
+        alive = [u for u in others if int(heroes.get(u, {}).get("health", 0)) > 0]
+        enemy = self.rng.choice(alive) if alive else None
+        record = await self._attack(game, enemy)
+        status = record.get("STATUS")
+        if isinstance(status, dict) and status.get("ACTION") == "ATTACK":
+            self.recorder.attack(record)
+            row["attacks"] += 1
+            row["damage"] += int(status["DETAILS"]["ENEMY_DAMAGE"])
+        elif not (isinstance(status, dict) and status.get("ACTION") == "NA"):
+            row["errors"] += 1
+            self.recorder.error(f"{self.name}: action refused: {record}")
+
+
+class V1Bot(Bot):
+    """The original bots' connection pattern: a new connection for every step."""
+
+    style = "v1"
+
+    async def _login(self) -> str:
+        async with self._connect(P.LOGIN) as ws:
+            reply = await _request(ws, {"PAYLOAD": {"USER": self.name}})
+            if reply.get("STATUS") == "USER CREATED":
+                reply = json.loads(await ws.recv())
+        token = reply.get("PAYLOAD", {}).get("USER_TOKEN")
+        if not token:
+            raise BotError(f"{self.name}: login refused: {reply.get('STATUS')}")
+        self.token = token
+        return token
+
+    async def _find(self, n: int) -> dict:
+        async with self._connect(P.FIND) as ws:
+            return await _request(ws, {"PAYLOAD": {"USER_TOKEN": self.token, "PARTICIPANTS": n}})
+
+    async def _heroes(self, game: str, users: list[str]) -> dict[str, dict]:
+        heroes = {}
+        async with self._connect(P.HERO) as ws:
+            for u in users:
+                reply = await _request(ws, {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": u}})
+                heroes[u] = reply.get("PAYLOAD", {}).get("HERO", {})
+        return heroes
+
+    async def _attack(self, game: str, enemy: str | None) -> dict:
+        async with self._connect(P.ACTION) as ws:
+            return await _request(ws, {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": self.token,
+                                                   "ENEMY_TOKEN": enemy, "ACTION": "ATTACK"}})
+
+
+class FastBot(V1Bot):
+    """v1 frames over connections kept open for the bot's whole life."""
+
+    style = "fast"
+
+    async def _open(self) -> None:
+        self._stack = contextlib.AsyncExitStack()
+        self._ws = {}
+        for route in (P.FIND, P.HERO, P.ACTION):
+            self._ws[route] = await self._stack.enter_async_context(self._connect(route))
+
+    async def _close(self) -> None:
+        stack = getattr(self, "_stack", None)
+        if stack is not None:
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+
+    async def _login(self) -> str:
+        return self.token or await super()._login()
+
+    async def _find(self, n: int) -> dict:
+        return await _request(self._ws[P.FIND], {"PAYLOAD": {"USER_TOKEN": self.token, "PARTICIPANTS": n}})
+
+    async def _heroes(self, game: str, users: list[str]) -> dict[str, dict]:
+        ws = self._ws[P.HERO]
+        for u in users:  # pipelined: all requests, then all replies
+            await ws.send(P.dumps({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": u}}))
+        heroes = {}
+        for u in users:
+            heroes[u] = json.loads(await ws.recv()).get("PAYLOAD", {}).get("HERO", {})
+        return heroes
+
+    async def _attack(self, game: str, enemy: str | None) -> dict:
+        return await _request(self._ws[P.ACTION], {"PAYLOAD": {
+            "GAME_TOKEN": game, "USER_TOKEN": self.token, "ENEMY_TOKEN": enemy, "ACTION": "ATTACK"}})
+
+
+BOTS = {"v1": V1Bot, "fast": FastBot}
+
+
+def run_id() -> str:
+    return os.urandom(3).hex()
+
+
+async def play_all(bots: list[Bot], *, stop: asyncio.Event | None = None) -> list[BaseException]:
+    """Play every bot to the end in this event loop; return the failures (not raised)."""
+    async def guarded(bot: Bot):
+        try:
+            await bot.play()
+        except (OSError, WebSocketException, ConnectionClosed, BotError, asyncio.TimeoutError) as exc:
+            bot.recorder.error(f"{bot.name}: {type(exc).__name__}: {exc}")
+            return exc
+        return None
+
+    tasks = [asyncio.create_task(guarded(b), name=b.name) for b in bots]
+    if stop is not None:
+        async def watch():
+            await stop.wait()
+            for b in bots:
+                b.stop()
+        watcher = asyncio.create_task(watch())
+    try:
+        results = await asyncio.gather(*tasks)
+    finally:
+        if stop is not None:
+            watcher.cancel()
+    return [r for r in results if r is not None]

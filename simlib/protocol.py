@@ -1,0 +1,228 @@
+"""Wire protocol v1: frame builders, request parsing and validation.
+
+This is the only module that knows the shape of a frame (``docs/protocol.md``).
+Handlers call :func:`parse` and catch :class:`ProtocolError`; the server turns the
+exception into an error frame and carries on with the next message. Frames are
+plain dicts until :func:`dumps` serialises them at the edge.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "ROUTES",
+    "ProtocolError",
+    "dumps",
+    "loads",
+    "parse",
+    "timestamp",
+    "error_frame",
+    "user_created",
+    "user_token",
+    "no_heroes",
+    "joined",
+    "game_start",
+    "game_notice",
+    "hero_spec",
+    "attack_record",
+    "no_enemy_left",
+]
+
+LOGIN = "/api/v1/login"
+FIND = "/api/v1/game/find"
+LOBBY = "/api/v1/game/lobby"
+HERO = "/api/v1/game/hero"
+ACTION = "/api/v1/game/action"
+ROUTES = (LOGIN, FIND, LOBBY, HERO, ACTION)
+
+#: Largest frame the server reads; bigger ones close the connection with 1009.
+MAX_FRAME = 64 * 1024
+
+# A token is a canonical UUID string; anything else (wildcards included) is unknown.
+_TOKEN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+# The fields each route needs, with the exact "MISSING ... IN PAYLOAD" wording.
+_FIELD_NAMES = {
+    "USER": "USER",
+    "USER_TOKEN": "USER TOKEN",
+    "GAME_TOKEN": "GAME TOKEN",
+    "PARTICIPANTS": "PARTICIPANTS",
+    "ENEMY_TOKEN": "ENEMY TOKEN",
+    "ACTION": "ACTION",
+}
+REQUIRED = {
+    LOGIN: ("USER",),
+    FIND: ("USER_TOKEN", "PARTICIPANTS"),
+    LOBBY: ("GAME_TOKEN", "USER_TOKEN"),
+    HERO: ("GAME_TOKEN", "USER_TOKEN"),
+    ACTION: ("GAME_TOKEN", "USER_TOKEN", "ENEMY_TOKEN", "ACTION"),
+}
+
+
+class ProtocolError(Exception):
+    """A request the server rejects; ``frame`` is what the client gets back."""
+
+    def __init__(self, status: str, code: str | None = None, message: str | None = None):
+        super().__init__(message or status)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @property
+    def frame(self) -> dict:
+        return error_frame(self.status, self.code, self.message)
+
+
+def error_frame(status: str, code: str | None = None, message: str | None = None) -> dict:
+    """``{"PAYLOAD": {}, "STATUS": ...}``, plus ``ERROR`` for every rejection beyond a
+    missing field (those keep the original's exact two-key shape)."""
+    frame: dict[str, Any] = {"PAYLOAD": {}, "STATUS": status}
+    if code is not None:
+        frame["ERROR"] = {"CODE": code, "MESSAGE": message or status.capitalize()}
+    return frame
+
+
+def dumps(frame: Mapping) -> str:
+    return json.dumps(frame)
+
+
+def loads(text: str | bytes) -> Any:
+    return json.loads(text)
+
+
+def timestamp(now: _dt.datetime | None = None) -> str:
+    """ISO 8601 UTC with milliseconds, e.g. ``2026-11-28T03:00:19.042Z``."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def is_token(value: Any) -> bool:
+    return isinstance(value, str) and _TOKEN.match(value) is not None
+
+
+def _check_user(name: Any) -> str:
+    if not isinstance(name, str) or not name or len(name) > 64 or not name.isprintable():
+        raise ProtocolError("INVALID USER", "INVALID_USER",
+                            "USER must be a non-empty string of printable characters, at most 64 long")
+    return name
+
+
+def _check_token(value: Any, field: str) -> str:
+    if not is_token(value):
+        words = _FIELD_NAMES[field]
+        raise ProtocolError(f"UNKNOWN {words}", f"UNKNOWN_{field}", f"{field} does not name an existing one")
+    return value
+
+
+def _check_participants(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 10:
+        raise ProtocolError("INVALID PARTICIPANTS", "INVALID_PARTICIPANTS",
+                            "PARTICIPANTS must be a whole number from 2 to 10")
+    return value
+
+
+def parse(route: str, text: str | bytes) -> dict:
+    """Validate one request frame for ``route``; return its payload with checked values.
+
+    ``ENEMY_TOKEN`` comes back as ``None`` when it is null or empty ("no enemy left").
+    Raises :class:`ProtocolError` for anything the route cannot accept.
+    """
+    if isinstance(text, bytes):
+        raise ProtocolError("BINARY FRAME", "BINARY_FRAME", "frames must be JSON text, not binary")
+    try:
+        message = loads(text)
+    except ValueError:
+        raise ProtocolError("MALFORMED JSON", "MALFORMED_JSON", "the frame is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("INVALID MESSAGE", "INVALID_MESSAGE", "a request must be a JSON object")
+    if "PAYLOAD" not in message:
+        raise ProtocolError("MISSING PAYLOAD IN MESSAGE")
+    payload = message["PAYLOAD"]
+    if not isinstance(payload, dict):
+        raise ProtocolError("INVALID PAYLOAD", "INVALID_PAYLOAD", "PAYLOAD must be a JSON object")
+    for field in REQUIRED[route]:
+        if field not in payload:
+            raise ProtocolError(f"MISSING {_FIELD_NAMES[field]} IN PAYLOAD")
+
+    checked: dict[str, Any] = {}
+    if "USER" in REQUIRED[route]:
+        checked["USER"] = _check_user(payload["USER"])
+    if "PARTICIPANTS" in REQUIRED[route]:
+        checked["PARTICIPANTS"] = _check_participants(payload["PARTICIPANTS"])
+    for field in ("USER_TOKEN", "GAME_TOKEN"):
+        if field in REQUIRED[route]:
+            checked[field] = _check_token(payload[field], field)
+    if route == ACTION:
+        if payload["ACTION"] != "ATTACK":
+            raise ProtocolError("UNKNOWN ACTION", "UNKNOWN_ACTION", "ACTION must be \"ATTACK\"")
+        checked["ACTION"] = "ATTACK"
+        enemy = payload["ENEMY_TOKEN"]
+        checked["ENEMY_TOKEN"] = None if enemy in (None, "") else _check_token(enemy, "ENEMY_TOKEN")
+    return checked
+
+
+# -- server frames -----------------------------------------------------------
+
+def user_created() -> dict:
+    return {"PAYLOAD": {}, "STATUS": "USER CREATED"}
+
+
+def user_token(token: str) -> dict:
+    return {"PAYLOAD": {"USER_TOKEN": token}}
+
+
+def no_heroes() -> dict:
+    return {"PAYLOAD": {}, "STATUS": "LIST OF SUPERHEROS NOT AVAILABLE"}
+
+
+def joined(game: str, hero_id: int) -> dict:
+    return {"PAYLOAD": {"GAME_TOKEN": game, "HERO_ID": hero_id}, "STATUS": {"JOINED": "SUCCESS"}}
+
+
+def hero_dict(user: str, hero: Mapping) -> dict:
+    return {"token": user, "id": int(hero["id"]), "attack": int(hero["attack"]), "health": int(hero["health"])}
+
+
+def game_start(game: str, participants: list[str], heroes: Mapping[str, Mapping]) -> dict:
+    return {
+        "PAYLOAD": {
+            "GAME_TOKEN": game,
+            "PARTICIPANTS": list(participants),
+            "PARTICIPANTS_HEROS": {u: hero_dict(u, heroes[u]) for u in participants},
+        },
+        "STATUS": {"GAME": "START"},
+    }
+
+
+#: Notices pushed on the lobby connection.
+YOUR_TURN, COMPLETE, TIMED_OUT = "USER'S TURN", "COMPLETE", "TIMED OUT"
+
+
+def game_notice(game: str, what: str) -> dict:
+    return {"PAYLOAD": {"GAME_TOKEN": game}, "STATUS": {"GAME": what}}
+
+
+def hero_spec(game: str, user: str, hero: Mapping) -> dict:
+    return {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user, "HERO": hero_dict(user, hero)},
+            "STATUS": {"GAME": "HERO SPEC"}}
+
+
+def attack_record(ts: str, game: str, user: str, enemy: str, prior: int, post: int) -> dict:
+    """The action reply and log record (the Lua script writes the same bytes)."""
+    return {
+        "TIMESTAMP": ts,
+        "PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user},
+        "STATUS": {"ACTION": "ATTACK", "DETAILS": {
+            "ENEMY_TOKEN": enemy, "ENEMY_DAMAGE": prior - post,
+            "ENEMY_HEALTH_PRIOR": prior, "ENEMY_HEALTH_POST": post}},
+    }
+
+
+def no_enemy_left(ts: str, game: str, user: str) -> dict:
+    return {"TIMESTAMP": ts, "PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user},
+            "STATUS": {"ACTION": "NA", "DETAILS": {"ENEMY_TOKEN": None, "ENEMY_STATUS": "DEAD"}}}

@@ -1,0 +1,361 @@
+"""The game server: v1 WebSocket routes over Redis, event-driven, no polling.
+
+* Every state change is one Lua script (``simlib/lua``): login, join, attack and
+  lobby time-out are atomic, so a lobby never overfills and only the player on turn
+  can act.
+* Scripts publish game events (start, turn, complete, timeout) on an internal
+  channel; every server process subscribes once and wakes the lobby connections it
+  holds. So players of one game may sit on different servers, and the next player
+  hears about their turn as soon as the previous action lands.
+* ``SERVER_SLEEP`` only paces turn notices; 0 runs at full speed.
+* A handler never dies on bad input: it answers an error frame and reads on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import threading
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+
+import redis
+import redis.asyncio
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from . import protocol as P
+from .config import Settings
+from .game import STATUS
+from .keys import GAME_CHANNEL, LOBBY_CHANNEL, Keyspace
+from .logs import TaskAdapter, flush_logs, setup_logging
+from .store import connect_async
+
+__all__ = ["GameServer", "load_script"]
+
+lobby_log = TaskAdapter(logging.getLogger(LOBBY_CHANNEL), {})
+game_log = TaskAdapter(logging.getLogger(GAME_CHANNEL), {})
+
+
+def load_script(name: str) -> str:
+    return resources.files("simlib").joinpath("lua", f"{name}.lua").read_text()
+
+
+@dataclass(eq=False)
+class _Lobby:
+    """One open lobby connection: the events for its game land in ``queue``."""
+
+    game: str
+    user: str
+    ws: ServerConnection
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    started: bool = False
+    notified: int = -1  # log length at the last turn notice sent
+
+
+class GameServer:
+    """v1 game server. ``run()`` blocks; ``serve()`` is its async twin; ``stop()`` is
+    safe from any thread or a signal handler.
+
+    ``port=0`` binds a free port; read it from ``server.port`` once ``ready`` is set.
+    """
+
+    def __init__(self, settings: Settings, *, host: str | None = None, port: int | None = None,
+                 name: str | None = None):
+        self.settings = settings
+        self.keys = Keyspace(cluster=settings.redis_cluster)
+        self.host = host if host is not None else settings.websocket_host
+        self.port = port if port is not None else settings.websocket_port
+        self.name = name or f"server-{uuid.uuid4().hex[:6]}"
+        self.ready = threading.Event()
+        self.connections = 0  # connections accepted (counts for tests and load-balancing)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._lobbies: dict[str, set[_Lobby]] = {}
+        self._users: set[str] = set()
+        self._users_seen = 0
+        self._redis: redis.asyncio.Redis | None = None
+        self._scripts: dict = {}
+
+    # -- life cycle ----------------------------------------------------------
+    def run(self) -> None:
+        """Serve until :meth:`stop`, SIGINT or SIGTERM."""
+        setup_logging(self.settings)
+        asyncio.run(self.serve(install_signals=threading.current_thread() is threading.main_thread()))
+
+    def stop(self) -> None:
+        loop, ev = self._loop, self._stop
+        if loop is not None and ev is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(ev.set)
+
+    async def serve(self, install_signals: bool = False) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(sig, self._stop.set)
+        self._redis = connect_async(self.settings, max_connections=None)
+        for name in ("login", "join", "action", "waiting", "timeout"):
+            self._scripts[name] = self._redis.register_script(load_script(name))
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self.keys.events_channel)
+        listener = asyncio.create_task(self._listen(pubsub), name="events")
+        try:
+            async with serve(self._handle, self.host, self.port, max_size=P.MAX_FRAME,
+                             compression=None, ping_interval=20, ping_timeout=60) as ws_server:
+                self.port = ws_server.sockets[0].getsockname()[1]
+                lobby_log.info("Server %s listening on ws://%s:%s", self.name, self.host, self.port)
+                self.ready.set()
+                await self._stop.wait()
+                lobby_log.info("Server %s stopping", self.name)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            await self._redis.aclose()
+            await asyncio.to_thread(flush_logs)
+            self.ready.clear()
+
+    # -- events from Redis (all server processes) -----------------------------
+    async def _listen(self, pubsub) -> None:
+        async for message in pubsub.listen():
+            try:
+                event = json.loads(message["data"])
+            except (TypeError, ValueError):
+                continue
+            for lobby in self._lobbies.get(event.get("g"), ()):
+                lobby.queue.put_nowait(event)
+
+    # -- connections -----------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        route = ws.request.path.split("?", 1)[0].rstrip("/")
+        handler = {
+            P.LOGIN: self._login, P.FIND: self._find, P.LOBBY: self._lobby,
+            P.HERO: self._hero, P.ACTION: self._action,
+        }.get(route)
+        try:
+            if handler is None:
+                await ws.send(P.dumps(P.error_frame("UNKNOWN ROUTE", "UNKNOWN_ROUTE",
+                                                    f"no route {route!r}; try one of {', '.join(P.ROUTES)}")))
+                await ws.close(1008, "unknown route")
+                return
+            if route == P.LOBBY:
+                await handler(ws)
+                return
+            async for text in ws:
+                try:
+                    request = P.parse(route, text)
+                    for frame in await handler(request):
+                        await ws.send(P.dumps(frame))
+                except P.ProtocolError as exc:
+                    await ws.send(P.dumps(exc.frame))
+        except ConnectionClosed:
+            pass
+        except redis.RedisError as exc:
+            lobby_log.error("Redis error on %s: %s", route, exc)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(P.dumps(P.error_frame("SERVER ERROR", "REDIS_ERROR", "the store is unavailable")))
+                await ws.close(1011, "store unavailable")
+
+    async def _known_user(self, token: str) -> None:
+        if token in self._users:
+            return
+        seen = await self._redis.hlen(self.keys.users)
+        if seen != self._users_seen:  # new users since the last look: reload once
+            self._users.update(await self._redis.hvals(self.keys.users))
+            self._users_seen = seen
+        if token not in self._users:
+            raise P.ProtocolError("UNKNOWN USER TOKEN", "UNKNOWN_USER_TOKEN", "USER_TOKEN does not name a user; log in first")
+
+    async def _membership(self, game: str, user: str) -> str:
+        """The game's status, after checking that ``user`` is a member."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.status(game))
+            pipe.sismember(self.keys.game(game), user)
+            status, member = await pipe.execute()
+        if status is None:
+            raise P.ProtocolError("UNKNOWN GAME TOKEN", "UNKNOWN_GAME_TOKEN", "GAME_TOKEN does not name a game")
+        if not member:
+            raise P.ProtocolError("USER NOT IN THIS GAME", "NOT_A_MEMBER", "USER_TOKEN is not a member of this game")
+        return status
+
+    # -- routes ------------------------------------------------------------------
+    async def _login(self, req: dict) -> list[dict]:
+        name = req["USER"]
+        result = await self._scripts["login"](keys=[self.keys.users, self.keys.superheros],
+                                              args=[name, str(uuid.uuid4())])
+        if int(result[0]) < 0:
+            return [P.no_heroes()]
+        token = result[1]
+        self._users.add(token)
+        if int(result[0]) == 1:
+            lobby_log.info("User Created: %s", name, task={"user": name, "user_token": token})
+            return [P.user_created(), P.user_token(token)]
+        return [P.user_token(token)]
+
+    async def _find(self, req: dict) -> list[dict]:
+        user, n = req["USER_TOKEN"], req["PARTICIPANTS"]
+        await self._known_user(user)
+        try:
+            game, hero, joined, _ = await self._scripts["join"](
+                keys=[self.keys.players(n), self.keys.participants, self.keys.superheros],
+                args=[user, n, str(uuid.uuid4()), self.keys.game_format, self.keys.events_channel])
+        except redis.ResponseError as exc:
+            if "NO HERO LEFT" in str(exc):
+                raise P.ProtocolError("NOT ENOUGH SUPERHEROS", "NO_HERO_LEFT",
+                                      "the roster has fewer heroes than players in this game") from None
+            raise
+        lobby_log.info("Player Joined Game", task={"game_token": game, "user_token": user,
+                                                   "hero_id": int(hero), "joined": int(joined), "participants": n})
+        return [P.joined(game, int(hero))]
+
+    async def _hero(self, req: dict) -> list[dict]:
+        game, user = req["GAME_TOKEN"], req["USER_TOKEN"]
+        await self._membership(game, user)
+        hero = await self._redis.hgetall(self.keys.hero(game, user))
+        return [P.hero_spec(game, user, hero)]
+
+    async def _action(self, req: dict) -> list[dict]:
+        game, user, enemy = req["GAME_TOKEN"], req["USER_TOKEN"], req["ENEMY_TOKEN"]
+        result = await self._scripts["action"](args=[
+            game, user, enemy or "", P.timestamp(), self.keys.game_format, self.keys.events_channel,
+            "1" if self.settings.server_sleep > 0 else "0"])
+        kind = result[0]
+        if kind == "ERR":
+            raise P.ProtocolError(result[1], result[2], result[1].capitalize())
+        record = json.loads(result[1])
+        if kind == "NA":
+            return [record]
+        game_log.info("Attack Completed", task=record)
+        if int(result[2]) <= 1:
+            await self._game_over(game, STATUS.COMPLETED, winner=result[3])
+        return [record]
+
+    async def _game_over(self, game: str, status: str, winner: str | None = None) -> None:
+        """Log the end of a game and one clean-up task per member (for the worker)."""
+        members = sorted(await self._redis.smembers(self.keys.game(game)))
+        lobby_log.info("Game Finished: %s", status,
+                       task={"game_token": game, "status": status, "winner": winner, "members": members})
+        for user in members:
+            lobby_log.info("Cleaning Game Records", task={"game_token": game, "user_token": user})
+
+    # -- the lobby connection --------------------------------------------------------
+    async def _lobby(self, ws: ServerConnection) -> None:
+        """Read requests until one names a game and a member; then push the game to it."""
+        async for text in ws:
+            try:
+                req = P.parse(P.LOBBY, text)
+                await self._membership(req["GAME_TOKEN"], req["USER_TOKEN"])
+            except P.ProtocolError as exc:
+                await ws.send(P.dumps(exc.frame))
+                continue
+            await self._follow_game(ws, req["GAME_TOKEN"], req["USER_TOKEN"])
+            return
+
+    async def _follow_game(self, ws: ServerConnection, game: str, user: str) -> None:
+        lobby = _Lobby(game, user, ws)
+        self._lobbies.setdefault(game, set()).add(lobby)
+        closed = asyncio.create_task(self._drain(ws))
+        try:
+            # registered first, then read: an event is either in the state read or queued
+            state = await self._game_state(game)
+            if state["status"] in STATUS.ENDED:
+                if state["status"] == STATUS.COMPLETED:
+                    await self._send_start(lobby, state)
+                await ws.send(P.dumps(P.game_notice(game, P.COMPLETE if state["status"] == STATUS.COMPLETED
+                                                    else P.TIMED_OUT)))
+                return
+            if state["status"] != STATUS.WAITING_LOBBY:
+                await self._send_start(lobby, state)
+                if state["order"] and state["order"][0] == user:
+                    await self._notify_turn(lobby, state["turns"])
+            deadline = asyncio.get_running_loop().time() + self.settings.lobby_timeout
+            while True:
+                timeout = None
+                if not lobby.started and deadline != float("inf"):
+                    timeout = max(deadline - asyncio.get_running_loop().time(), 0)
+                getter = asyncio.ensure_future(lobby.queue.get())
+                done, _ = await asyncio.wait({getter, closed}, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    if closed in done:
+                        return  # the player left; the game goes on without its notices
+                    await self._time_out(game)  # its event comes back through the queue
+                    deadline = float("inf")
+                    continue
+                event = getter.result()
+                kind = event.get("t")
+                if kind == "start" and not lobby.started:
+                    state = await self._game_state(game)
+                    await self._send_start(lobby, state)
+                    if state["order"] and state["order"][0] == user:
+                        await self._notify_turn(lobby, state["turns"])
+                elif kind == "turn" and event.get("u") == user:
+                    await self._notify_turn(lobby, int(event.get("n", 0)))
+                elif kind == "complete":
+                    await ws.send(P.dumps(P.game_notice(game, P.COMPLETE)))
+                    return
+                elif kind == "timeout":
+                    await ws.send(P.dumps(P.game_notice(game, P.TIMED_OUT)))
+                    return
+        except ConnectionClosed:
+            pass
+        finally:
+            closed.cancel()
+            group = self._lobbies.get(game)
+            if group is not None:
+                group.discard(lobby)
+                if not group:
+                    del self._lobbies[game]
+
+    @staticmethod
+    async def _drain(ws: ServerConnection) -> None:
+        """Read (and ignore) what the client sends on its lobby; ends when it closes."""
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:
+                pass
+
+    async def _game_state(self, game: str) -> dict:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.status(game))
+            pipe.lrange(self.keys.order(game), 0, -1)
+            pipe.llen(self.keys.logs(game))
+            pipe.smembers(self.keys.game(game))
+            status, order, turns, members = await pipe.execute()
+        return {"status": status, "order": order, "turns": turns, "members": sorted(members)}
+
+    async def _send_start(self, lobby: _Lobby, state: dict) -> None:
+        if lobby.started:
+            return
+        members = state["members"]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for u in members:
+                pipe.hgetall(self.keys.hero(lobby.game, u))
+            heroes = dict(zip(members, await pipe.execute()))
+        lobby.started = True
+        await lobby.ws.send(P.dumps(P.game_start(lobby.game, members, heroes)))
+
+    async def _notify_turn(self, lobby: _Lobby, turns: int) -> None:
+        if turns <= lobby.notified:
+            return
+        lobby.notified = turns
+        if self.settings.server_sleep > 0 and turns > 0:
+            await asyncio.sleep(self.settings.server_sleep)
+        if self.settings.server_sleep > 0 or turns == 0:
+            await self._scripts["waiting"](keys=[self.keys.status(lobby.game)])
+        await lobby.ws.send(P.dumps(P.game_notice(lobby.game, P.YOUR_TURN)))
+
+    async def _time_out(self, game: str) -> None:
+        result = await self._scripts["timeout"](keys=[self.keys.status(game), self.keys.game(game)],
+                                                args=[game, self.keys.events_channel])
+        if int(result[0]) == 1:
+            await self._game_over(game, STATUS.TIMED_OUT)

