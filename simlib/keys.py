@@ -35,6 +35,11 @@ class Keyspace:
     participants: str = "games:participants"
     events_channel: str = EVENTS_CHANNEL
 
+    def superheros_loading(self, nonce: str) -> str:
+        """Temporary hash a new roster is written to before RENAME over ``superheros``;
+        the ``{superheros}`` hash tag keeps it in the same slot on a cluster."""
+        return f"{{{self.superheros}}}:loading:{nonce}"
+
     def players(self, n: int | str) -> str:
         """List of every game token opened for ``n`` players, oldest first."""
         return f"games:players:{n}"

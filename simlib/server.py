@@ -213,7 +213,7 @@ class GameServer:
                 raise P.ProtocolError("NOT ENOUGH SUPERHEROS", "NO_HERO_LEFT",
                                       "the roster has fewer heroes than players in this game") from None
             raise
-        lobby_log.info("Player Joined Game", task={"game_token": game, "user_token": user,
+        lobby_log.info("Player Joined Game: %s", game, task={"game_token": game, "user_token": user,
                                                    "hero_id": int(hero), "joined": int(joined), "participants": n})
         return [P.joined(game, int(hero))]
 

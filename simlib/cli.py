@@ -1,0 +1,300 @@
+"""``simlib`` command line: thin wrappers over the package.
+
+A user mistake (a bad setting, a busy port, a missing file, an unreachable Redis)
+ends with one ``simlib: error: ...`` line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import sys
+import threading
+
+from . import __version__
+
+__all__ = ["main"]
+
+_ENV_HELP = """\
+environment (also read from a .env file in the current folder):
+  REDIS_URL or REDIS_HOST/REDIS_PORT/REDIS_DB   where Redis is; when none is set, simlib
+                          starts its own embedded Valkey server on a free port
+  WEBSOCKET_HOST/WEBSOCKET_PORT   where the game server listens (localhost:5678; 0 = any free port)
+  SERVER_SLEEP            pause before each turn notice, seconds (0.05; 0 = full speed)
+  LOBBY_TIMEOUT           seconds a lobby waits to fill (5)
+  CLIENT_GAMES            games per bot (10; -1 = no limit)
+  REDIS_EXPIRY            seconds the worker leaves a finished game's keys (30)
+  WORKER_CHANNEL          pub/sub channel of clean-up tasks (lib.server.lobby)
+  LOGGER_MODULE           redis (stdout + pub/sub, the default) or default (stdout only)
+  LOG_LEVEL               DEBUG, INFO (default), WARNING, ERROR
+  API_TOKEN               Super Hero API token, for 'build-db pull' only
+"""
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line."""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _games(text: str) -> int:
+    value = int(text)
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"must be a positive number or -1 (no limit), got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simlib",
+        description="Super Hero Combat data simulator: bot players fight over WebSockets, every step "
+                    "lands in Redis and on Redis pub/sub.",
+        epilog=_ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"simlib {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a whole simulation and print a summary",
+                         description="Start Redis (embedded unless configured), load the roster if needed, start "
+                                     "workers, servers and bots, play, then print a summary.",
+                         epilog=_ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--players", type=_positive, default=10, help="bot players (default 10)")
+    run.add_argument("--games", type=_games, default=None, help="games per player (default CLIENT_GAMES, 10)")
+    run.add_argument("--workers", type=int, default=1, choices=range(0, 65), metavar="W",
+                     help="clean-up workers (default 1; 0 keeps every game in Redis)")
+    run.add_argument("--servers", type=_positive, default=1, help="game server processes (default 1)")
+    run.add_argument("--seed", type=int, default=None, help="seed for the bots' choices (repeatable runs)")
+    run.add_argument("--bot", choices=("fast", "v1"), default="fast",
+                     help="fast: connections kept open; v1: a new connection per step, as the original bots")
+    run.add_argument("--two-share", type=_share, default=0.6, metavar="P",
+                     help="share of each bot's games asked as 2-player games (default 0.6)")
+    run.add_argument("--out", metavar="DIR", help="also write games/players/attacks as Parquet files to DIR")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--keep", action="store_true",
+                     help="keep the embedded Redis running after the summary (Ctrl-C to stop), to explore it")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--server-mode", choices=("process", "thread"), default="process",
+                     help="run servers as processes (default, uses more cores) or threads")
+
+    server = sub.add_parser("server", help="run one game server in the foreground")
+    server.add_argument("--host", default=None, help="interface (default WEBSOCKET_HOST)")
+    server.add_argument("--port", type=int, default=None, help="port (default WEBSOCKET_PORT; 0 = free port)")
+
+    worker = sub.add_parser("worker", help="run the clean-up worker in the foreground")
+    worker.add_argument("--burst", action="store_true", help="exit after a quiet second instead of waiting")
+
+    player = sub.add_parser("player", help="run bot players against WEBSOCKET_HOST:WEBSOCKET_PORT")
+    player.add_argument("--players", type=_positive, default=1, help="bots in this process (default 1)")
+    player.add_argument("--games", type=_games, default=None, help="games per bot (default CLIENT_GAMES)")
+    player.add_argument("--seed", type=int, default=None, help="seed for the bots' choices")
+    player.add_argument("--bot", choices=("fast", "v1"), default="v1", help="bot style (default v1)")
+    player.add_argument("--url", default=None, help="server URL (default ws://WEBSOCKET_HOST:WEBSOCKET_PORT)")
+
+    db = sub.add_parser("build-db", help="load the hero roster into Redis ('build-db pull' downloads it first)")
+    db.add_argument("action", nargs="?", choices=("pull",), help="pull: download from the Super Hero API "
+                                                                 "with API_TOKEN, write the roster file, load it")
+    db.add_argument("--file", default=None, help="roster file (default data/heroes.json)")
+
+    rds = sub.add_parser("redis", help="start an embedded Redis in the foreground and print its URL")
+    rds.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("\nsimlib: stopped", file=sys.stderr)
+        return 130
+    except UserError as exc:
+        print(f"simlib: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # known user-facing failures become one line
+        text = _explain(exc)
+        if text is None:
+            raise
+        print(f"simlib: error: {text}", file=sys.stderr)
+        return 2
+
+
+def _explain(exc: BaseException) -> str | None:
+    from .config import SettingsError  # noqa: PLC0415
+    from .roster import RosterError  # noqa: PLC0415
+    from .store import RedisUnavailable  # noqa: PLC0415
+
+    if isinstance(exc, (SettingsError, RosterError, RedisUnavailable)):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"a port is already in use ({exc.strerror}); set WEBSOCKET_PORT to a free port, or 0 for any"
+    import redis  # noqa: PLC0415
+
+    if isinstance(exc, redis.ConnectionError):
+        return f"cannot reach Redis: {exc}"
+    if isinstance(exc, redis.AuthenticationError):
+        return f"Redis refused the credentials: {exc}"
+    return None
+
+
+def _dispatch(args) -> int:
+    from .config import Settings  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    return {"run": _run, "server": _server, "worker": _worker, "player": _player,
+            "build-db": _build_db, "redis": _redis}[args.command](settings, args)
+
+
+def _run(settings, args) -> int:
+    from .runner import simulate  # noqa: PLC0415
+    from .store import ensure_redis  # noqa: PLC0415
+
+    settings, embedded = ensure_redis(settings)
+    if embedded is not None:
+        print(f"Embedded Redis at {embedded.url} (set REDIS_URL to use your own)", file=sys.stderr)
+    try:
+        logging.getLogger("lib").setLevel(settings.log_level)
+        from .logs import setup_logging  # noqa: PLC0415
+
+        setup_logging(settings, stdout_level="WARNING")  # pub/sub gets everything; the terminal stays readable
+        result = simulate(settings, players=args.players, games=args.games, workers=args.workers,
+                          servers=args.servers, seed=args.seed, style=args.bot, progress=not args.no_progress,
+                          server_mode=args.server_mode, two_share=args.two_share)
+        if args.json:
+            print(json.dumps(result.summary(), indent=2))
+        else:
+            print(result.report())
+        if args.out:
+            for path in result.to_parquet(args.out):
+                print(f"wrote {path}")
+        if args.keep and embedded is not None:
+            print(f"\nRedis stays up at {embedded.url} — try:  redis-cli -u {embedded.url} LLEN games:players:2\n"
+                  "Press Ctrl-C to stop it.", file=sys.stderr)
+            threading.Event().wait()
+        return 0 if not result.recorder.errors else 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _server(settings, args) -> int:
+    from .logs import setup_logging  # noqa: PLC0415
+    from .runner import ensure_roster  # noqa: PLC0415
+    from .server import GameServer  # noqa: PLC0415
+    from .store import connect, ensure_redis  # noqa: PLC0415
+
+    settings, embedded = ensure_redis(settings)
+    try:
+        setup_logging(settings)
+        if embedded is not None:
+            logging.getLogger("lib.server.lobby").info("Embedded Redis at %s (set REDIS_URL to share one)",
+                                                       embedded.url)
+        with connect(settings) as client:
+            if embedded is not None:
+                ensure_roster(client)
+            elif client.hlen("superheros") == 0:
+                logging.getLogger("lib.server.lobby").warning("No heroes loaded: run 'simlib build-db' first")
+        GameServer(settings, host=args.host, port=args.port).run()
+        return 0
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _need_redis(settings, what: str) -> None:
+    if not settings.redis_configured:
+        raise UserError(f"{what} needs a shared Redis: start one with 'simlib redis' and set REDIS_URL "
+                        "to the URL it prints (an embedded one would vanish when this command ends)")
+
+
+def _worker(settings, args) -> int:
+    from .logs import setup_logging  # noqa: PLC0415
+    from .worker import Worker  # noqa: PLC0415
+
+    _need_redis(settings, "the worker")
+    setup_logging(settings)
+    worker = Worker(settings)
+    import signal  # noqa: PLC0415
+
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop(drain=False))
+    try:
+        handled = worker.run(burst=args.burst)
+    except KeyboardInterrupt:
+        worker.stop(drain=False)
+        handled = worker.handled
+    print(f"worker handled {handled} clean-up tasks", file=sys.stderr)
+    return 0
+
+
+def _player(settings, args) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from .player import BOTS, Recorder, play_all, run_id  # noqa: PLC0415
+
+    games = settings.client_games if args.games is None else args.games
+    url = args.url or settings.websocket_url
+    recorder = Recorder()
+    prefix = f"bot-{run_id()}-"
+    bots = [BOTS[args.bot](url, f"{prefix}{i:04d}", games, seed=args.seed, index=i, recorder=recorder)
+            for i in range(args.players)]
+    failures = asyncio.run(play_all(bots))
+    done = len(recorder.games)
+    print(f"{args.players} bot(s) played {done} games, {len(recorder.attacks)} attacks, "
+          f"{len(recorder.errors)} errors", file=sys.stderr)
+    if failures:
+        raise UserError(f"{len(failures)} bot(s) stopped early: {failures[0]} (is a server at {url}?)")
+    return 0
+
+
+def _build_db(settings, args) -> int:
+    from .roster import ROSTER_PATH, build_db, load_roster, pull_roster  # noqa: PLC0415
+    from .store import connect  # noqa: PLC0415
+
+    _need_redis(settings, "build-db")
+    path = args.file or ROSTER_PATH
+    client = connect(settings)  # fail early, before a long download
+    if args.action == "pull":
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        with tqdm(unit="hero", desc="pulling") as bar:
+            heroes = pull_roster(settings, path, progress=lambda n: bar.update(n - bar.n))
+        print(f"wrote {len(heroes)} heroes to {path}", file=sys.stderr)
+    else:
+        heroes = load_roster(args.file)
+    count = build_db(client, heroes)
+    print(f"loaded {count} heroes into 'superheros' at {settings.redis_url}", file=sys.stderr)
+    return 0
+
+
+def _redis(settings, args) -> int:
+    from .store import EmbeddedRedis  # noqa: PLC0415
+
+    with EmbeddedRedis(port=args.port or None) as server:
+        print(server.url, flush=True)
+        print(f"Embedded Redis running. In another terminal:\n  export REDIS_URL={server.url}\n"
+              f"  redis-cli -u {server.url} PING\nPress Ctrl-C to stop.", file=sys.stderr, flush=True)
+        try:
+            server.process.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Start the parts from Python (a notebook, the runner, a test) as threads or processes.
+
+Each ``start_*`` returns a :class:`Handle` with ``stop()`` and a bounded ``join()``;
+nothing here waits forever. Processes get the settings as plain data (the ``spawn``
+start method: no live client or event loop is ever inherited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .config import Settings
+
+__all__ = ["Handle", "start_server", "start_worker", "start_players"]
+
+_ctx = mp.get_context("spawn")
+
+
+class Handle:
+    """A running part. ``stop()`` asks it to finish; ``join(timeout)`` waits at most
+    ``timeout`` seconds and returns True once it has ended."""
+
+    def __init__(self, name: str, kind: str, stop: Callable[[], None], join: Callable[[float | None], None],
+                 alive: Callable[[], bool], part: Any = None, **info):
+        self.name, self.kind, self.part = name, kind, part
+        self._stop, self._join, self._alive = stop, join, alive
+        self.error: BaseException | None = None
+        self.__dict__.update(info)
+
+    def stop(self) -> None:
+        if self._alive():
+            self._stop()
+
+    def join(self, timeout: float | None = 30.0) -> bool:
+        self._join(timeout)
+        return not self._alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._alive()
+
+    def __enter__(self) -> "Handle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.join(30)
+
+    def __repr__(self) -> str:
+        extra = f" port={self.port}" if hasattr(self, "port") else ""
+        return f"<Handle {self.name} ({self.kind}) {'running' if self.alive else 'ended'}{extra}>"
+
+
+def _thread_handle(name: str, part, target: Callable[[], Any], **info) -> Handle:
+    handle: Handle
+
+    def body():
+        try:
+            target()
+        except BaseException as exc:  # kept on the handle for the caller to see
+            handle.error = exc
+
+    thread = threading.Thread(target=body, name=name, daemon=True)
+    handle = Handle(name, "thread", part.stop, thread.join, thread.is_alive, part=part, **info)
+    thread.start()
+    return handle
+
+
+# -- child process entry points (module level, so spawn can import them) -------------
+
+def _install_stop(part) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: part.stop())
+
+
+def _server_main(settings: Settings, host: str, port: int, name: str, stdout_level: str | None, conn) -> None:
+    from .logs import setup_logging  # noqa: PLC0415
+    from .server import GameServer  # noqa: PLC0415
+
+    setup_logging(settings, stdout_level=stdout_level)
+    server = GameServer(settings, host=host, port=port, name=name)
+
+    async def main():
+        task = asyncio.create_task(server.serve())
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, server.ready.wait, 30)
+        conn.send(server.port)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.stop)
+        await task
+
+    asyncio.run(main())
+
+
+def _worker_main(settings: Settings, name: str, stdout_level: str | None, conn) -> None:
+    from .logs import setup_logging  # noqa: PLC0415
+    from .worker import Worker  # noqa: PLC0415
+
+    setup_logging(settings, stdout_level=stdout_level)
+    worker = Worker(settings, name=name)
+    _install_stop(worker)
+    threading.Thread(target=lambda: conn.send(worker.ready.wait(30)), daemon=True).start()
+    worker.run()
+
+
+# -- public starters ------------------------------------------------------------------
+
+def start_server(settings: Settings, *, host: str = "127.0.0.1", port: int | None = 0, mode: str = "thread",
+                 name: str | None = None, timeout: float = 30.0, stdout_level: str | None = None) -> Handle:
+    """Start a game server and return once it listens; ``handle.port`` is its port.
+
+    ``stdout_level`` sets a child process's terminal log level (threads share the
+    parent's logging)."""
+    from .server import GameServer  # noqa: PLC0415
+
+    port = settings.websocket_port if port is None else port
+    if mode == "thread":
+        server = GameServer(settings, host=host, port=port, name=name)
+        handle = _thread_handle(server.name, server, lambda: asyncio.run(server.serve()), host=host)
+        if not server.ready.wait(timeout):
+            handle.stop()
+            raise RuntimeError(f"game server did not start: {handle.error or 'timed out'}")
+        handle.port = server.port
+        handle.url = f"ws://{host}:{server.port}"
+        return handle
+    name = name or f"server-{port}"
+    return _process_handle(name, _server_main, (settings, host, port, name, stdout_level), timeout, host=host)
+
+
+def start_worker(settings: Settings, *, mode: str = "thread", name: str | None = None,
+                 timeout: float = 30.0, stdout_level: str | None = None) -> Handle:
+    """Start a clean-up worker and return once it listens (so no task is missed)."""
+    from .worker import Worker  # noqa: PLC0415
+
+    if mode == "thread":
+        worker = Worker(settings, name=name)
+        handle = _thread_handle(worker.name, worker, worker.run)
+        if not worker.ready.wait(timeout):
+            handle.stop()
+            raise RuntimeError(f"worker did not start: {handle.error or 'timed out'}")
+        return handle
+    name = name or "worker"
+    return _process_handle(name, _worker_main, (settings, name, stdout_level), timeout)
+
+
+def _process_handle(name: str, target, args: tuple, timeout: float, **info) -> Handle:
+    parent, child = _ctx.Pipe(duplex=False)
+    proc = _ctx.Process(target=target, args=(*args, child), name=name, daemon=True)
+    proc.start()
+    child.close()
+    if not parent.poll(timeout):
+        proc.terminate()
+        proc.join(5)
+        raise RuntimeError(f"{name} did not start within {timeout:g} s (exit code {proc.exitcode})")
+    value = parent.recv()
+
+    def stop():
+        if proc.is_alive():
+            proc.terminate()  # SIGTERM: the part's own stop()
+
+    handle = Handle(name, "process", stop, proc.join, proc.is_alive, pid=proc.pid, **info)
+    if target is _server_main:
+        handle.port = value
+        handle.url = f"ws://{info.get('host', '127.0.0.1')}:{value}"
+    return handle
+
+
+def start_players(urls: list[str] | str, players: int, games: int, *, seed: int | None = None,
+                  style: str = "fast", recorder=None, name_prefix: str | None = None,
+                  two_share: float = 0.6) -> Handle:
+    """Start ``players`` bots in one thread (one event loop); bot i uses ``urls[i % len]``.
+
+    ``handle.recorder`` fills as games end; ``handle.bots`` are the bots.
+    """
+    from .player import BOTS, Recorder, play_all, run_id  # noqa: PLC0415
+
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    recorder = recorder or Recorder()
+    prefix = name_prefix or f"bot-{run_id()}-"
+    cls = BOTS[style]
+    bots = [cls(urls[i % len(urls)], f"{prefix}{i:04d}", games, seed=seed, index=i, recorder=recorder,
+                two_share=two_share) for i in range(players)]
+
+    class _Group:
+        def stop(self):
+            for b in bots:
+                b.stop()
+
+    group = _Group()
+    handle: Handle
+    failures: list = []
+
+    def target():
+        failures.extend(asyncio.run(play_all(bots)))
+
+    handle = _thread_handle(f"{prefix}players", group, target, recorder=recorder, bots=bots, failures=failures)
+    return handle

@@ -1,0 +1,214 @@
+"""One runner for the CLI and the notebooks: Redis, roster, workers, servers, bots.
+
+:func:`simulate` starts everything (an embedded Redis when none is configured), plays
+``players × games`` games with a progress bar, stops every part in order (bots, then
+servers, then workers once they have drained the clean-up tasks) and returns a
+:class:`RunResult` whose ``*_frame()`` methods give pandas DataFrames.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+
+from .config import Settings
+from .keys import Keyspace
+from .launch import Handle, start_players, start_server, start_worker
+from .player import Recorder
+from .roster import build_db, load_roster
+from .store import EmbeddedRedis, connect, ensure_redis
+
+__all__ = ["simulate", "RunResult", "ensure_roster"]
+
+
+def ensure_roster(client, keys: Keyspace | None = None) -> int:
+    """Load the default roster when ``superheros`` is empty; returns the hero count."""
+    keys = keys or Keyspace()
+    count = client.hlen(keys.superheros)
+    if count == 0:
+        count = build_db(client, load_roster(), keys)
+    return count
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a run produced: the bots' records plus the run's shape and timing."""
+
+    recorder: Recorder
+    settings: Settings
+    players: int
+    games: int
+    servers: int
+    workers: int
+    seed: int | None
+    started: float
+    ended: float
+    hero_names: dict[str, str]
+    server_connections: list[int] = dataclasses.field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+    def attacks_frame(self):
+        from .explore import attacks_frame  # noqa: PLC0415
+
+        return attacks_frame(self.recorder.attacks)
+
+    def players_frame(self):
+        from .explore import players_frame  # noqa: PLC0415
+
+        return players_frame(self.recorder.games, self.attacks_frame())
+
+    def games_frame(self):
+        from .explore import games_frame  # noqa: PLC0415
+
+        return games_frame(self.players_frame(), self.attacks_frame(), self.hero_names)
+
+    def summary(self) -> dict:
+        """The headline figures as plain data."""
+        games: dict[str, dict] = {}
+        for row in self.recorder.games:
+            games.setdefault(row["game"], row)
+        by_size = collections.Counter(g["participants"] for g in games.values())
+        outcome = collections.Counter(g["outcome"] for g in games.values())
+        killed = {(a["PAYLOAD"]["GAME_TOKEN"], a["STATUS"]["DETAILS"]["ENEMY_TOKEN"])
+                  for a in self.recorder.attacks if a["STATUS"]["DETAILS"]["ENEMY_HEALTH_POST"] == 0}
+        wins = collections.Counter(
+            str(row["hero_id"]) for row in self.recorder.games
+            if row["outcome"] == "COMPLETE" and (row["game"], row["user"]) not in killed)
+        attacks = len(self.recorder.attacks)
+        return {
+            "seconds": round(self.seconds, 2),
+            "players": self.players, "servers": self.servers, "workers": self.workers, "seed": self.seed,
+            "games": len(games),
+            "games_by_participants": dict(sorted(by_size.items())),
+            "completed": outcome.get("COMPLETE", 0),
+            "timed_out": outcome.get("TIMED OUT", 0),
+            "attacks": attacks,
+            "attacks_per_s": round(attacks / self.seconds, 1) if self.seconds > 0 else 0.0,
+            "errors": len(self.recorder.errors),
+            "top_heroes": [(self.hero_names.get(h, h), n) for h, n in wins.most_common(5)],
+            "interrupted": self.interrupted,
+        }
+
+    def report(self) -> str:
+        """The summary as a few lines of text."""
+        s = self.summary()
+        sizes = ", ".join(f"{n}-player: {c}" for n, c in s["games_by_participants"].items()) or "none"
+        lines = [
+            f"{'Interrupted' if s['interrupted'] else 'Finished'} in {s['seconds']:.1f} s: "
+            f"{s['players']} players, {s['servers']} server(s), {s['workers']} worker(s)",
+            f"games     {s['games']} ({sizes})",
+            f"outcome   {s['completed']} completed, {s['timed_out']} timed out",
+            f"attacks   {s['attacks']} ({s['attacks_per_s']:.1f} per second)",
+        ]
+        if s["top_heroes"]:
+            lines.append("top heroes by wins: " + ", ".join(f"{name} ({n})" for name, n in s["top_heroes"]))
+        if s["errors"]:
+            lines.append(f"errors    {s['errors']} (first: {self.recorder.errors[0]})")
+        return "\n".join(lines)
+
+    def to_parquet(self, directory: str | Path) -> list[Path]:
+        """Write games, players and attacks as Parquet files; returns their paths."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, frame in (("games", self.games_frame()), ("players", self.players_frame()),
+                            ("attacks", self.attacks_frame())):
+            path = out / f"{name}.parquet"
+            frame.to_parquet(path, index=False)
+            paths.append(path)
+        return paths
+
+
+def simulate(settings: Settings | None = None, *, players: int = 10, games: int | None = None, workers: int = 1,
+             servers: int = 1, seed: int | None = None, style: str = "fast", progress: bool = True,
+             server_mode: str = "process", stop: threading.Event | None = None,
+             two_share: float = 0.6, stdout_level: str | None = "WARNING") -> RunResult:
+    """Run a whole simulation and return its result (see module doc).
+
+    ``games`` defaults to CLIENT_GAMES; -1 plays until ``stop`` is set (or Ctrl-C).
+    Server ``i`` listens on WEBSOCKET_PORT + i (WEBSOCKET_PORT=0: free ports).
+    ``stdout_level`` keeps server processes quiet on the terminal under the progress
+    bar; pub/sub still gets every record at LOG_LEVEL.
+    """
+    settings = settings or Settings.from_env()
+    games = settings.client_games if games is None else games
+    if players < 1 or servers < 1 or workers < 0:
+        raise ValueError("need at least 1 player and 1 server, and 0 or more workers")
+    if games == 0 or games < -1:
+        raise ValueError("games must be a positive number, or -1 for no limit")
+    embedded: EmbeddedRedis | None = None
+    handles: dict[str, list[Handle]] = {"players": [], "servers": [], "workers": []}
+    recorder = Recorder()
+    bar = None
+    interrupted = False
+    settings, embedded = ensure_redis(settings)
+    try:
+        keys = Keyspace(cluster=settings.redis_cluster)
+        with connect(settings) as client:
+            ensure_roster(client, keys)
+            hero_names = {h: json.loads(v).get("name", h) for h, v in client.hgetall(keys.superheros).items()}
+
+        # workers first, so that no clean-up task is published before someone listens
+        handles["workers"] = [start_worker(settings, name=f"worker-{i}") for i in range(workers)]
+        base = settings.websocket_port
+        handles["servers"] = [
+            start_server(settings, port=base + i if base else 0, mode=server_mode, name=f"server-{i}",
+                         stdout_level=stdout_level)
+            for i in range(servers)]
+        urls = [h.url for h in handles["servers"]]
+
+        if progress:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+
+            bar = tqdm(total=players * games if games > 0 else None, unit="game", desc="games",
+                       dynamic_ncols=True, leave=True)
+            lock = threading.Lock()
+
+            def tick(_row):
+                with lock:
+                    bar.update(1)
+            recorder.on_game = tick
+        started = time.time()
+        bots = start_players(urls, players, games, seed=seed, style=style, recorder=recorder,
+                             two_share=two_share)
+        handles["players"] = [bots]
+        try:
+            while not bots.join(0.5):  # bounded waits keep Ctrl-C responsive
+                if stop is not None and stop.is_set():
+                    bots.stop()
+        except KeyboardInterrupt:
+            interrupted = True
+            bots.stop()
+            bots.join(30)
+        ended = time.time()
+        if bots.error is not None:
+            raise bots.error
+        connections = [getattr(h.part, "connections", None) for h in handles["servers"]]
+        return RunResult(recorder, settings, players, games, servers, workers, seed, started, ended, hero_names,
+                         [c for c in connections if c is not None], interrupted)
+    finally:
+        if bar is not None:
+            bar.close()
+        _stop_all(handles)
+        if embedded is not None:
+            embedded.stop()
+
+
+def _stop_all(handles: dict[str, list[Handle]]) -> None:
+    """Bots, then servers (which flush their last clean-up tasks), then workers, which
+    drain every task published before their stop."""
+    for group in ("players", "servers", "workers"):
+        for h in handles[group]:
+            with contextlib.suppress(Exception):
+                h.stop()
+        for h in handles[group]:
+            h.join(30)
