@@ -1,0 +1,169 @@
+"""Shared fixtures: one real Valkey server per test process, real WebSocket servers.
+
+Each pytest-xdist worker starts its own embedded server on a free port (pub/sub is
+global to a server, so workers must not share one) and never touches a Redis it did
+not start. Tests flush that private server's DB before they run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+from websockets.sync.client import connect as ws_connect
+
+from simlib.config import Settings
+from simlib.keys import Keyspace
+from simlib.launch import start_server
+from simlib.roster import build_db, generate_roster
+from simlib.store import EmbeddedRedis
+
+HEROES = 60  # a small roster keeps loading fast; plenty for 10-player games
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def roster() -> list[dict]:
+    return generate_roster(HEROES, seed=7)
+
+
+@pytest.fixture
+def settings(redis_server) -> Settings:
+    """Settings for a fast, quiet test run against the private server."""
+    return Settings(redis_url=redis_server.url, server_sleep=0.0, lobby_timeout=1.0, redis_expiry=30,
+                    logger_module="redis", log_level="INFO", websocket_host="127.0.0.1", websocket_port=0)
+
+
+@pytest.fixture
+def r(redis_server, roster) -> Iterator[redis.Redis]:
+    """A client on an empty DB holding only the test roster."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushdb()
+    build_db(client, roster)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def keys() -> Keyspace:
+    return Keyspace()
+
+
+@pytest.fixture
+def game_server(settings, r):
+    """A game server in a thread on a free port; ``.url`` is its ws:// address."""
+    handle = start_server(settings, port=0)
+    yield handle
+    handle.stop()
+    assert handle.join(10), "game server did not stop"
+
+
+class Client:
+    """A tiny synchronous v1 client over a real WebSocket connection."""
+
+    def __init__(self, base: str, route: str):
+        self.ws = ws_connect(base + route, open_timeout=5, close_timeout=2)
+
+    def send(self, frame) -> None:
+        self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    def recv(self, timeout: float = 5.0) -> dict:
+        return json.loads(self.ws.recv(timeout=timeout))
+
+    def ask(self, frame, timeout: float = 5.0) -> dict:
+        self.send(frame)
+        return self.recv(timeout)
+
+    def close(self) -> None:
+        self.ws.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture
+def client(game_server):
+    """``client(route)`` opens a real connection to the test server; all closed after."""
+    opened: list[Client] = []
+
+    def open_(route: str) -> Client:
+        c = Client(game_server.url, route)
+        opened.append(c)
+        return c
+
+    yield open_
+    for c in opened:
+        c.close()
+
+
+def login(open_, name: str) -> str:
+    c = open_("/api/v1/login")
+    reply = c.ask({"PAYLOAD": {"USER": name}})
+    if reply.get("STATUS") == "USER CREATED":
+        reply = c.recv()
+    c.close()
+    return reply["PAYLOAD"]["USER_TOKEN"]
+
+
+def find(open_, user: str, n: int) -> dict:
+    c = open_("/api/v1/game/find")
+    reply = c.ask({"PAYLOAD": {"USER_TOKEN": user, "PARTICIPANTS": n}})
+    c.close()
+    return reply
+
+
+def snapshot(client: redis.Redis) -> dict:
+    """Every key with its serialized value and TTL: equal snapshots mean nothing changed."""
+    kw = client.connection_pool.connection_kwargs
+    raw = redis.Redis(host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), db=kw.get("db", 0))
+    try:
+        return {k: (raw.dump(k), raw.ttl(k)) for k in raw.scan_iter(count=1000)}
+    finally:
+        raw.close()
+
+
+class Tap:
+    """Subscribes to channels before a test acts, and collects decoded messages."""
+
+    def __init__(self, url: str, *channels: str):
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.pubsub = self.client.pubsub()
+        self.pubsub.subscribe(*channels)
+        for _ in channels:  # confirmations: listening from here on
+            assert self.pubsub.get_message(timeout=5)["type"] == "subscribe"
+        self.messages: list[dict] = []
+
+    def collect(self, until, timeout: float = 10.0) -> list[dict]:
+        """Read messages until ``until(messages)`` holds or ``timeout`` passes."""
+        deadline = threading.Event()
+        timer = threading.Timer(timeout, deadline.set)
+        timer.start()
+        try:
+            while not until(self.messages) and not deadline.is_set():
+                m = self.pubsub.get_message(timeout=0.2)
+                if m and m["type"] == "message":
+                    data = m["data"]
+                    try:
+                        data = json.loads(data)
+                    except ValueError:
+                        pass
+                    self.messages.append({"channel": m["channel"], "data": data})
+        finally:
+            timer.cancel()
+        return self.messages
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.client.close()
