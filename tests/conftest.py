@@ -71,7 +71,8 @@ class Client:
     """A tiny synchronous v1 client over a real WebSocket connection."""
 
     def __init__(self, base: str, route: str):
-        self.ws = ws_connect(base + route, open_timeout=5, close_timeout=2)
+        self._cm = ws_connect(base + route, open_timeout=5, close_timeout=2)
+        self.ws = self._cm.__enter__()
 
     def send(self, frame) -> None:
         self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
@@ -84,7 +85,7 @@ class Client:
         return self.recv(timeout)
 
     def close(self) -> None:
-        self.ws.close()
+        self._cm.__exit__(None, None, None)
 
     def __enter__(self):
         return self
