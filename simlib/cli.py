@@ -92,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("server", help="run one game server in the foreground")
     server.add_argument("--host", default=None, help="interface (default WEBSOCKET_HOST)")
     server.add_argument("--port", type=int, default=None, help="port (default WEBSOCKET_PORT; 0 = free port)")
+    _launcher_options(server)
 
     worker = sub.add_parser("worker", help="run the clean-up worker in the foreground")
     worker.add_argument("--burst", action="store_true", help="exit after a quiet second instead of waiting")
+    _launcher_options(worker)
 
     player = sub.add_parser("player", help="run bot players against WEBSOCKET_HOST:WEBSOCKET_PORT")
     player.add_argument("--players", type=_positive, default=1, help="bots in this process (default 1)")
@@ -111,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     rds = sub.add_parser("redis", help="start an embedded Redis in the foreground and print its URL")
     rds.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     return parser
+
+
+def _launcher_options(parser: argparse.ArgumentParser) -> None:
+    """Options simlib.launch uses when it runs a part as a child process."""
+    parser.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stdout-level", default=None, help=argparse.SUPPRESS)
+
+
+def _announce(args, value) -> None:
+    if args.announce:
+        from .launch import READY  # noqa: PLC0415
+
+        print(f"{READY} {value}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +216,7 @@ def _server(settings, args) -> int:
 
     settings, embedded = ensure_redis(settings)
     try:
-        setup_logging(settings)
+        setup_logging(settings, stdout_level=args.stdout_level)
         if embedded is not None:
             logging.getLogger("lib.server.lobby").info("Embedded Redis at %s (set REDIS_URL to share one)",
                                                        embedded.url)
@@ -210,7 +225,11 @@ def _server(settings, args) -> int:
                 ensure_roster(client)
             elif client.hlen("superheros") == 0:
                 logging.getLogger("lib.server.lobby").warning("No heroes loaded: run 'simlib build-db' first")
-        GameServer(settings, host=args.host, port=args.port).run()
+        server = GameServer(settings, host=args.host, port=args.port)
+        if args.announce:
+            threading.Thread(target=lambda: server.ready.wait(60) and _announce(args, server.port),
+                             daemon=True).start()
+        server.run()
         return 0
     finally:
         if embedded is not None:
@@ -228,11 +247,15 @@ def _worker(settings, args) -> int:
     from .worker import Worker  # noqa: PLC0415
 
     _need_redis(settings, "the worker")
-    setup_logging(settings)
+    setup_logging(settings, stdout_level=args.stdout_level)
     worker = Worker(settings)
     import signal  # noqa: PLC0415
 
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop(drain=False))
+    # SIGTERM (docker stop, a launcher): finish the tasks already published; Ctrl-C: now
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=worker.stop, daemon=True).start())
+    if args.announce:
+        threading.Thread(target=lambda: worker.ready.wait(60) and _announce(args, worker.name),
+                         daemon=True).start()
     try:
         handled = worker.run(burst=args.burst)
     except KeyboardInterrupt:

@@ -1,24 +1,27 @@
 """Start the parts from Python (a notebook, the runner, a test) as threads or processes.
 
 Each ``start_*`` returns a :class:`Handle` with ``stop()`` and a bounded ``join()``;
-nothing here waits forever. Processes get the settings as plain data (the ``spawn``
-start method: no live client or event loop is ever inherited).
+nothing here waits forever. A process is the ``simlib`` command itself, given the
+settings as environment variables: no live client or event loop is ever inherited,
+and a script that starts one needs no ``if __name__ == "__main__"`` guard.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
-import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from .config import Settings
+from .store import child_env
 
 __all__ = ["Handle", "start_server", "start_worker", "start_players"]
 
-_ctx = mp.get_context("spawn")
+#: The line a part started with ``--announce`` prints once it is ready.
+READY = "SIMLIB-READY"
 
 
 class Handle:
@@ -71,43 +74,6 @@ def _thread_handle(name: str, part, target: Callable[[], Any], **info) -> Handle
     return handle
 
 
-# -- child process entry points (module level, so spawn can import them) -------------
-
-def _install_stop(part) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: part.stop())
-
-
-def _server_main(settings: Settings, host: str, port: int, name: str, stdout_level: str | None, conn) -> None:
-    from .logs import setup_logging  # noqa: PLC0415
-    from .server import GameServer  # noqa: PLC0415
-
-    setup_logging(settings, stdout_level=stdout_level)
-    server = GameServer(settings, host=host, port=port, name=name)
-
-    async def main():
-        task = asyncio.create_task(server.serve())
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, server.ready.wait, 30)
-        conn.send(server.port)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, server.stop)
-        await task
-
-    asyncio.run(main())
-
-
-def _worker_main(settings: Settings, name: str, stdout_level: str | None, conn) -> None:
-    from .logs import setup_logging  # noqa: PLC0415
-    from .worker import Worker  # noqa: PLC0415
-
-    setup_logging(settings, stdout_level=stdout_level)
-    worker = Worker(settings, name=name)
-    _install_stop(worker)
-    threading.Thread(target=lambda: conn.send(worker.ready.wait(30)), daemon=True).start()
-    worker.run()
-
-
 # -- public starters ------------------------------------------------------------------
 
 def start_server(settings: Settings, *, host: str = "127.0.0.1", port: int | None = 0, mode: str = "thread",
@@ -129,7 +95,8 @@ def start_server(settings: Settings, *, host: str = "127.0.0.1", port: int | Non
         handle.url = f"ws://{host}:{server.port}"
         return handle
     name = name or f"server-{port}"
-    return _process_handle(name, _server_main, (settings, host, port, name, stdout_level), timeout, host=host)
+    args = ["server", "--host", host, "--port", str(port)]
+    return _process_handle(name, args, settings, stdout_level, timeout, host=host)
 
 
 def start_worker(settings: Settings, *, mode: str = "thread", name: str | None = None,
@@ -145,28 +112,49 @@ def start_worker(settings: Settings, *, mode: str = "thread", name: str | None =
             raise RuntimeError(f"worker did not start: {handle.error or 'timed out'}")
         return handle
     name = name or "worker"
-    return _process_handle(name, _worker_main, (settings, name, stdout_level), timeout)
+    return _process_handle(name, ["worker"], settings, stdout_level, timeout)
 
 
-def _process_handle(name: str, target, args: tuple, timeout: float, **info) -> Handle:
-    parent, child = _ctx.Pipe(duplex=False)
-    proc = _ctx.Process(target=target, args=(*args, child), name=name, daemon=True)
-    proc.start()
-    child.close()
-    if not parent.poll(timeout):
-        proc.terminate()
-        proc.join(5)
-        raise RuntimeError(f"{name} did not start within {timeout:g} s (exit code {proc.exitcode})")
-    value = parent.recv()
+def _process_handle(name: str, args: list[str], settings: Settings, stdout_level: str | None, timeout: float,
+                    **info) -> Handle:
+    """Run ``simlib <args> --announce`` and wait (bounded) for its ready line.
 
-    def stop():
-        if proc.is_alive():
-            proc.terminate()  # SIGTERM: the part's own stop()
+    The child's other output is passed through to this process's stdout."""
+    if not settings.redis_url:
+        raise RuntimeError("a part started as a process needs settings with a redis_url")
+    cmd = [sys.executable, "-m", "simlib.cli", *args, "--announce"]
+    if stdout_level:
+        cmd += ["--stdout-level", stdout_level]
+    proc = subprocess.Popen(cmd, env=child_env(settings), stdout=subprocess.PIPE, stderr=None,
+                            stdin=subprocess.DEVNULL, text=True)
+    ready = threading.Event()
+    announced: list[str] = []
 
-    handle = Handle(name, "process", stop, proc.join, proc.is_alive, pid=proc.pid, **info)
-    if target is _server_main:
-        handle.port = value
-        handle.url = f"ws://{info.get('host', '127.0.0.1')}:{value}"
+    def pump():
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if not ready.is_set() and line.startswith(READY):
+                announced.append(line.split()[1] if len(line.split()) > 1 else "")
+                ready.set()
+                continue
+            sys.stdout.write(line)
+        ready.set()  # the child ended before it was ready: wake the waiter
+
+    threading.Thread(target=pump, name=f"{name}-stdout", daemon=True).start()
+    if not ready.wait(timeout) or not announced:
+        proc.kill()
+        proc.wait(5)
+        raise RuntimeError(f"{name} did not start within {timeout:g} s (exit code {proc.returncode})")
+
+    def join(t):
+        try:
+            proc.wait(t)
+        except subprocess.TimeoutExpired:
+            pass
+
+    handle = Handle(name, "process", proc.terminate, join, lambda: proc.poll() is None, pid=proc.pid, **info)
+    if args[0] == "server":
+        handle.port = int(announced[0])
+        handle.url = f"ws://{info.get('host', '127.0.0.1')}:{handle.port}"
     return handle
 
 

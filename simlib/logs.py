@@ -128,14 +128,15 @@ def setup_logging(settings: Settings, *, stdout_level: str | None = None) -> log
     with _lock:
         root.setLevel(settings.log_level)
         root.propagate = False
-        want_stdout = stdout_level or settings.log_level
         stream = next((h for h in root.handlers if getattr(h, "_simlib_stdout", False)), None)
         if stream is None:
             stream = logging.StreamHandler(sys.stdout)
             stream.setFormatter(logging.Formatter(_FORMAT))
             stream._simlib_stdout = True  # type: ignore[attr-defined]
+            stream.setLevel(stdout_level or settings.log_level)
             root.addHandler(stream)
-        stream.setLevel(want_stdout)
+        elif stdout_level is not None:  # a later call without it keeps the chosen level
+            stream.setLevel(stdout_level)
         have = [h for h in root.handlers if isinstance(h, RedisPubSubHandler)]
         if settings.logger_module == "redis" and settings.redis_url:
             if not any(h.url == settings.redis_url for h in have):

@@ -99,7 +99,7 @@ class GameServer:
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self._stop.set)
-        self._redis = connect_async(self.settings, max_connections=None)
+        self._redis = connect_async(self.settings)
         for name in ("login", "join", "action", "waiting", "timeout"):
             self._scripts[name] = self._redis.register_script(load_script(name))
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)

@@ -194,9 +194,15 @@ def connect(settings: Settings, **kwargs) -> redis.Redis:
     return client
 
 
-def connect_async(settings: Settings, **kwargs) -> redis.asyncio.Redis:
-    """An asyncio client with string replies (not yet connected)."""
-    return redis.asyncio.Redis.from_url(_require_url(settings), decode_responses=True, **kwargs)
+def connect_async(settings: Settings, pool_size: int = 64, wait: float = 30.0) -> redis.asyncio.Redis:
+    """An asyncio client with string replies (not yet connected).
+
+    Its pool holds at most ``pool_size`` connections; a request that finds them all
+    busy waits up to ``wait`` seconds for one instead of failing at once.
+    """
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        _require_url(settings), decode_responses=True, max_connections=pool_size, timeout=wait)
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 def child_env(settings: Settings) -> dict[str, str]:
