@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "with API_TOKEN, write the roster file, load it")
     db.add_argument("--file", default=None, help="roster file (default data/heroes.json)")
 
+    cli = sub.add_parser("cli", help="run one Redis command and print the reply as redis-cli does",
+                         description="For machines without redis-cli: 'simlib cli LLEN games:players:2' runs the "
+                                     "command against REDIS_URL and prints the reply in redis-cli's format.")
+    cli.add_argument("words", nargs=argparse.REMAINDER, metavar="COMMAND [ARG ...]")
+
     rds = sub.add_parser("redis", help="start an embedded Redis in the foreground and print its URL")
     rds.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     return parser
@@ -173,7 +178,7 @@ def _dispatch(args) -> int:
 
     settings = Settings.from_env()
     return {"run": _run, "server": _server, "worker": _worker, "player": _player,
-            "build-db": _build_db, "redis": _redis}[args.command](settings, args)
+            "build-db": _build_db, "redis": _redis, "cli": _cli}[args.command](settings, args)
 
 
 def _run(settings, args) -> int:
@@ -303,6 +308,59 @@ def _build_db(settings, args) -> int:
     count = build_db(client, heroes)
     print(f"loaded {count} heroes into 'superheros' at {settings.redis_url}", file=sys.stderr)
     return 0
+
+
+def format_reply(reply, indent: str = "") -> str:
+    """A reply as redis-cli prints it to a terminal."""
+    if reply is None:
+        return "(nil)"
+    if isinstance(reply, bool):
+        return f"(integer) {int(reply)}"
+    if isinstance(reply, int):
+        return f"(integer) {reply}"
+    if isinstance(reply, (list, tuple, set)):
+        items = list(reply)
+        if not items:
+            return "(empty array)"
+        width = len(str(len(items)))
+        lines = []
+        for i, item in enumerate(items, 1):
+            label = f"{i:>{width}}) "
+            body = format_reply(item, indent + " " * len(label))
+            lines.append((indent if i > 1 else "") + label + body)
+        return "\n".join(lines)
+    if isinstance(reply, dict):
+        return format_reply([x for kv in reply.items() for x in kv], indent)
+    return json.dumps(reply, ensure_ascii=False) if isinstance(reply, str) else str(reply)
+
+
+def _cli(settings, args) -> int:
+    import redis  # noqa: PLC0415
+
+    from .store import connect  # noqa: PLC0415
+
+    if not args.words:
+        raise UserError("give a command, for example: simlib cli LLEN games:players:2")
+    _need_redis(settings, "simlib cli")
+    with connect(settings) as client:
+        try:
+            reply = client.execute_command(*args.words)
+        except redis.ResponseError as exc:
+            print(f"(error) {exc}")
+            return 1
+    print(format_reply(reply) if sys.stdout.isatty() else raw_reply(reply))
+    return 0
+
+
+def raw_reply(reply) -> str:
+    """A reply as redis-cli prints it into a pipe: bare values, one per line."""
+    if reply is None:
+        return ""
+    if isinstance(reply, dict):
+        reply = [x for kv in reply.items() for x in kv]
+    if isinstance(reply, (list, tuple, set)):
+        return "\n".join(raw_reply(x) for x in reply)
+    return str(int(reply)) if isinstance(reply, bool) else str(reply)
 
 
 def _redis(settings, args) -> int:
