@@ -21,7 +21,8 @@ _ENV_HELP = """\
 environment (also read from a .env file in the current folder):
   REDIS_URL or REDIS_HOST/REDIS_PORT/REDIS_DB   where Redis is; when none is set, simlib
                           starts its own embedded Valkey server on a free port
-  WEBSOCKET_HOST/WEBSOCKET_PORT   where the game server listens (localhost:5678; 0 = any free port)
+  WEBSOCKET_HOST/WEBSOCKET_PORT   where the game server listens and bots connect (localhost:5678;
+                          'simlib run' uses free ports unless WEBSOCKET_PORT is set; 0 = a free port)
   SERVER_SLEEP            pause before each turn notice, seconds (0.05; 0 = full speed)
   LOBBY_TIMEOUT           seconds a lobby waits to fill (5)
   CLIENT_GAMES            games per bot (10; -1 = no limit)

@@ -29,7 +29,7 @@ class SettingsError(ValueError):
     """A variable has a value the kit cannot use; the message names it."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
+def _int(env: Mapping[str, str], name: str, default, minimum: int | None = None):
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -68,7 +68,7 @@ class Settings:
     redis_expiry: int = 30
     worker_channel: str = "lib.server.lobby"
     websocket_host: str = "localhost"
-    websocket_port: int = 5678
+    websocket_port: int | None = None  # None: not configured (5678 for a server, free ports for a run)
     server_sleep: float = 0.05
     lobby_timeout: float = 5.0
     client_games: int = 10
@@ -83,11 +83,16 @@ class Settings:
         return self.redis_url is not None
 
     @property
+    def server_port(self) -> int:
+        """The port a lone server listens on (and bots connect to): WEBSOCKET_PORT or 5678."""
+        return 5678 if self.websocket_port is None else self.websocket_port
+
+    @property
     def websocket_url(self) -> str:
         host = self.websocket_host
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"ws://{host}:{self.websocket_port}"
+        return f"ws://{host}:{self.server_port}"
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -99,7 +104,6 @@ class Settings:
             "REDIS_EXPIRY": str(self.redis_expiry),
             "WORKER_CHANNEL": self.worker_channel,
             "WEBSOCKET_HOST": self.websocket_host,
-            "WEBSOCKET_PORT": str(self.websocket_port),
             "SERVER_SLEEP": repr(self.server_sleep),
             "LOBBY_TIMEOUT": repr(self.lobby_timeout),
             "CLIENT_GAMES": str(self.client_games),
@@ -107,6 +111,8 @@ class Settings:
             "LOGGER_MODULE": self.logger_module,
             "LOG_LEVEL": self.log_level,
         }
+        if self.websocket_port is not None:
+            env["WEBSOCKET_PORT"] = str(self.websocket_port)
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
         if self.api_token:
@@ -151,7 +157,7 @@ class Settings:
             redis_expiry=_int(env, "REDIS_EXPIRY", 30, minimum=1),
             worker_channel=env.get("WORKER_CHANNEL") or "lib.server.lobby",
             websocket_host=env.get("WEBSOCKET_HOST") or "localhost",
-            websocket_port=_int(env, "WEBSOCKET_PORT", 5678, minimum=0),
+            websocket_port=_int(env, "WEBSOCKET_PORT", None, minimum=0),
             server_sleep=_float(env, "SERVER_SLEEP", 0.05),
             lobby_timeout=_float(env, "LOBBY_TIMEOUT", 5.0),
             client_games=client_games,

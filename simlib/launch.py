@@ -84,7 +84,7 @@ def start_server(settings: Settings, *, host: str = "127.0.0.1", port: int | Non
     parent's logging)."""
     from .server import GameServer  # noqa: PLC0415
 
-    port = settings.websocket_port if port is None else port
+    port = settings.server_port if port is None else port
     if mode == "thread":
         server = GameServer(settings, host=host, port=port, name=name)
         handle = _thread_handle(server.name, server, lambda: asyncio.run(server.serve()), host=host)

@@ -135,7 +135,7 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
     """Run a whole simulation and return its result (see module doc).
 
     ``games`` defaults to CLIENT_GAMES; -1 plays until ``stop`` is set (or Ctrl-C).
-    Server ``i`` listens on WEBSOCKET_PORT + i (WEBSOCKET_PORT=0: free ports).
+    Server ``i`` listens on WEBSOCKET_PORT + i when WEBSOCKET_PORT is set, else on a free port.
     ``stdout_level`` keeps server processes quiet on the terminal under the progress
     bar; pub/sub still gets every record at LOG_LEVEL.
     """
@@ -159,7 +159,7 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
 
         # workers first, so that no clean-up task is published before someone listens
         handles["workers"] = [start_worker(settings, name=f"worker-{i}") for i in range(workers)]
-        base = settings.websocket_port
+        base = settings.websocket_port or 0  # not configured: free ports, nothing to collide with
         handles["servers"] = [
             start_server(settings, port=base + i if base else 0, mode=server_mode, name=f"server-{i}",
                          stdout_level=stdout_level)

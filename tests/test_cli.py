@@ -1,0 +1,156 @@
+"""The ``simlib`` command as a user runs it: real processes, real servers, real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without any Redis/WebSocket setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("REDIS_", "WEBSOCKET_", "SERVER_SLEEP", "LOBBY_TIMEOUT", "CLIENT_GAMES"))}
+    env.update(extra)
+    return env
+
+
+def simlib(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 240):
+    return subprocess.run([sys.executable, "-m", "simlib", *args], env=env or clean_env(), cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def one_line_error(proc) -> str:
+    """Assert the process failed the way a user mistake must: exit 2, one line, no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("simlib: error: "), proc.stderr
+    return lines[-1]
+
+
+def test_help_explains_commands_and_variables():
+    """`simlib --help` lists the commands and the environment variables."""
+    proc = simlib("--help")
+    assert proc.returncode == 0
+    for word in ("run", "server", "worker", "player", "build-db", "redis", "REDIS_URL", "SERVER_SLEEP"):
+        assert word in proc.stdout
+
+
+def test_main_job_runs_on_an_embedded_redis(tmp_path):
+    """The README's main job, with no Redis configured, ends with a consistent summary."""
+    proc = simlib("run", "--players", "10", "--games", "3", "--json", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Embedded Redis at redis://127.0.0.1:" in proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["errors"] == 0 and summary["workers"] == 1
+    assert summary["completed"] + summary["timed_out"] == summary["games"] > 0
+    assert sum(summary["games_by_participants"].values()) == summary["games"]
+    assert summary["attacks"] > 0 and summary["top_heroes"]
+
+
+def test_run_writes_parquet(tmp_path, redis_server):
+    """`--out` writes games/players/attacks tables that agree with the summary."""
+    out = tmp_path / "out"
+    proc = simlib("run", "--players", "4", "--games", "2", "--workers", "0", "--json", "--no-progress",
+                  "--out", str(out), env=clean_env(REDIS_URL=redis_server.url, LOBBY_TIMEOUT="1"))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])
+    games = pd.read_parquet(out / "games.parquet")
+    attacks = pd.read_parquet(out / "attacks.parquet")
+    players = pd.read_parquet(out / "players.parquet")
+    assert len(games) == summary["games"] and len(attacks) == summary["attacks"]
+    assert len(players) == 4 * 2
+    assert (games.loc[games["outcome"] == "COMPLETE", "winner"].notna()).all()
+
+
+def _cli(url: str, *words: str) -> str:
+    proc = simlib("cli", *words, env=clean_env(REDIS_URL=url))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_article_walkthrough_after_a_run_without_worker():
+    """After `run --players 10 --games 5 --workers 0` the article's redis-cli walkthrough answers."""
+    from simlib.store import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        proc = simlib("run", "--players", "10", "--games", "5", "--workers", "0", "--no-progress",
+                      env=clean_env(REDIS_URL=server.url, LOBBY_TIMEOUT="1"))
+        assert proc.returncode == 0, proc.stderr
+        url = server.url
+        assert int(_cli(url, "LLEN", "games:players:2")) >= 13
+        game = _cli(url, "LRANGE", "games:players:2", "12", "12")
+        assert len(game) == 36
+        assert _cli(url, "GET", f"games:{game}:status") == "Completed"
+        members = _cli(url, "SMEMBERS", f"games:{game}").splitlines()
+        assert len(members) == 2
+        player = _cli(url, "SRANDMEMBER", f"games:{game}")
+        assert player in members
+        healths = []
+        for member in members:
+            fields = _cli(url, "HGETALL", f"games:{game}:superheros:{member}").splitlines()
+            hero = dict(zip(fields[::2], fields[1::2]))
+            assert set(hero) == {"id", "attack", "health"}
+            healths.append(int(hero["health"]))
+        assert sorted(h > 0 for h in healths) == [False, True]  # one loser at 0, one winner
+        hero_id = _cli(url, "HGET", f"games:{game}:superheros:{player}", "id")
+        record = json.loads(_cli(url, "HGET", "superheros", hero_id))
+        assert "full-name" in record["biography"]
+        if shutil.which("redis-cli"):  # the same answer from the real redis-cli, when installed
+            real = subprocess.run(["redis-cli", "-u", url, "LRANGE", "games:players:2", "12", "12"],
+                                  capture_output=True, text=True, timeout=10)
+            assert real.stdout.strip() == game
+
+
+@pytest.mark.parametrize("args,env,words", [
+    (("run",), {"SERVER_SLEEP": "fast"}, "SERVER_SLEEP must be a number"),
+    (("worker",), {}, "the worker needs a shared Redis"),
+    (("build-db",), {}, "build-db needs a shared Redis"),
+    (("cli",), {"REDIS_URL": "redis://127.0.0.1:1/0"}, "give a command"),
+    (("cli", "PING"), {"REDIS_URL": "redis://127.0.0.1:1/0"}, "cannot reach Redis"),
+])
+def test_user_mistakes_end_with_one_line(args, env, words):
+    """Bad settings or a missing Redis end with one `simlib: error:` line and exit 2."""
+    assert words in one_line_error(simlib(*args, env=clean_env(**env), timeout=60))
+
+
+def test_missing_roster_file_is_one_line(redis_server, tmp_path):
+    """`build-db --file` on a missing file is a one-line error and leaves the roster alone."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    client.hset("superheros", "1", "{}")
+    line = one_line_error(simlib("build-db", "--file", str(tmp_path / "nope.json"),
+                                 env=clean_env(REDIS_URL=redis_server.url)))
+    assert "nope.json" in line
+    assert client.hgetall("superheros") == {b"1": b"{}"}
+
+
+def test_busy_port_is_one_line(redis_server):
+    """A server asked to listen on a taken port says so in one line."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line_error(simlib("server", "--host", "127.0.0.1", "--port", str(port),
+                                     env=clean_env(REDIS_URL=redis_server.url), timeout=60))
+    assert "already in use" in line
+
+
+def test_player_without_server_is_one_line():
+    """Bots pointed at a port where no server listens stop with one line naming the URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    line = one_line_error(simlib("player", "--url", f"ws://127.0.0.1:{port}", "--games", "1", timeout=60))
+    assert f"ws://127.0.0.1:{port}" in line

@@ -1,0 +1,179 @@
+"""Settings, key names, the embedded server and the pure game rules."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from simlib import game
+from simlib.config import Settings, SettingsError
+from simlib.keys import Keyspace
+from simlib.store import EmbeddedRedis, RedisUnavailable, connect, ensure_redis
+
+G = "0b3f4c2a-1111-4222-8333-944455556666"
+U = "6a1e0c9d-aaaa-4bbb-8ccc-ddddeeeeffff"
+
+
+# -- settings ---------------------------------------------------------------------
+
+def test_no_redis_variables_means_not_configured():
+    """With none of REDIS_URL/HOST/PORT set, settings name no Redis (the kit embeds one)."""
+    s = Settings.from_env({"REDIS_DB": "3"}, dotenv=None)
+    assert s.redis_url is None and not s.redis_configured
+
+
+def test_host_port_db_build_a_url():
+    """REDIS_HOST/PORT/DB become one URL, as the original's three variables did."""
+    s = Settings.from_env({"REDIS_HOST": "cache", "REDIS_PORT": "6380", "REDIS_DB": "2"}, dotenv=None)
+    assert s.redis_url == "redis://cache:6380/2"
+
+
+def test_dotenv_file_is_read_and_real_variables_win(tmp_path):
+    """A .env file supplies values; a real environment variable overrides the file."""
+    env = tmp_path / ".env"
+    env.write_text("SERVER_SLEEP=0.5\nLOBBY_TIMEOUT=2.5\nAPI_TOKEN=abc\n")
+    s = Settings.from_env({"LOBBY_TIMEOUT": "7"}, dotenv=env)
+    assert (s.server_sleep, s.lobby_timeout, s.api_token) == (0.5, 7.0, "abc")
+
+
+def test_defaults_are_the_documented_ones():
+    """Defaults: pacing 0.05 s, pub/sub logging on, 5 s lobbies, 10 games, 30 s expiry."""
+    s = Settings.from_env({}, dotenv=None)
+    assert (s.server_sleep, s.logger_module, s.lobby_timeout, s.client_games, s.redis_expiry,
+            s.worker_channel, s.server_port) == (0.05, "redis", 5.0, 10, 30, "lib.server.lobby", 5678)
+
+
+@pytest.mark.parametrize("name,value,words", [
+    ("SERVER_SLEEP", "fast", "SERVER_SLEEP must be a number"),
+    ("SERVER_SLEEP", "-1", "must not be negative"),
+    ("LOBBY_TIMEOUT", "x", "LOBBY_TIMEOUT must be a number"),
+    ("CLIENT_GAMES", "0", "CLIENT_GAMES must be a positive number or -1"),
+    ("REDIS_PORT", "abc", "REDIS_PORT must be a whole number"),
+    ("LOGGER_MODULE", "kafka", "LOGGER_MODULE must be 'default' or 'redis'"),
+    ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be"),
+])
+def test_bad_values_name_the_variable(name, value, words):
+    """A bad value raises SettingsError whose message names the variable and the rule."""
+    with pytest.raises(SettingsError, match=words):
+        Settings.from_env({name: value}, dotenv=None)
+
+
+def test_fractional_lobby_timeout_is_accepted():
+    """LOBBY_TIMEOUT takes fractions (the original crashed on them)."""
+    assert Settings.from_env({"LOBBY_TIMEOUT": "0.5"}, dotenv=None).lobby_timeout == 0.5
+
+
+def test_to_env_round_trips():
+    """Settings passed to a child process as variables come back equal."""
+    s = Settings(redis_url="redis://x:1/0", server_sleep=0.0, lobby_timeout=1.5, websocket_port=7000,
+                 api_token="t", redis_cluster=True)
+    assert Settings.from_env(s.to_env(), dotenv=None) == s
+
+
+# -- keys ---------------------------------------------------------------------------
+
+def test_key_names_are_the_teaching_contract():
+    """Single-Redis names are exactly the ones learners type into redis-cli."""
+    k = Keyspace()
+    assert [k.superheros, k.users, k.participants, k.players(2)] == [
+        "superheros", "users", "games:participants", "games:players:2"]
+    assert [k.game(G), k.status(G), k.host(G), k.game_participants(G), k.heroes_taken(G), k.hero(G, U),
+            k.order(G), k.logs(G)] == [
+        f"games:{G}", f"games:{G}:status", f"games:{G}:host", f"games:{G}:participants",
+        f"games:{G}:superheros", f"games:{G}:superheros:{U}", f"games:{G}:order", f"games:{G}:logs"]
+
+
+def test_cluster_keys_of_one_game_share_a_slot():
+    """With cluster=True every key of a game is hash-tagged into one slot."""
+    k = Keyspace(cluster=True)
+    assert k.status(G) == f"games:{{{G}}}:status"
+    slots = {key_slot(key.encode()) for key in k.game_keys(G, [U])}
+    assert len(slots) == 1
+    assert key_slot(k.superheros_loading("n").encode()) == key_slot(k.superheros.encode())
+
+
+# -- the embedded server --------------------------------------------------------------
+
+def test_ensure_redis_starts_a_private_server_when_none_is_configured():
+    """No Redis configured: a new server on a free port (never 6379), stopped on request."""
+    settings, server = ensure_redis(Settings.from_env({}, dotenv=None))
+    try:
+        assert server is not None and settings.redis_url == server.url
+        assert server.port != 6379
+        with connect(settings) as client:
+            assert client.dbsize() == 0 and client.ping()
+            assert client.info("server")["tcp_port"] == server.port
+    finally:
+        server.stop()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=server.port, socket_connect_timeout=2).ping()
+
+
+def test_configured_redis_is_used_as_is(redis_server):
+    """A configured REDIS_URL is used, and no server is started."""
+    settings, server = ensure_redis(Settings(redis_url=redis_server.url))
+    assert server is None and settings.redis_url == redis_server.url
+
+
+def test_unreachable_redis_gives_one_clear_error():
+    """Connecting to a port where nothing listens raises RedisUnavailable naming the URL."""
+    port = EmbeddedRedis().start()
+    url = port.url
+    port.stop()
+    with pytest.raises(RedisUnavailable, match="cannot reach Redis at redis://127.0.0.1"):
+        connect(Settings(redis_url=url))
+
+
+# -- pure rules ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw,clean", [("55", 55), ("null", 1), ("0", 1), ("", 1), (None, 1), ("-5", 1), (7, 7)])
+def test_clean_stat(raw, clean):
+    """Powerstats become ints; "null", "0" and junk become 1."""
+    assert game.clean_stat(raw) == clean
+
+
+def test_health_and_attack_formulas():
+    """health = int*str*dur*10 and attack = spd*pow*com, with nulls as 1."""
+    stats = {"intelligence": "10", "strength": "null", "speed": "3", "durability": "4", "power": "0", "combat": "5"}
+    assert game.hero_numbers(stats) == (10 * 1 * 4 * 10, 3 * 1 * 5)
+
+
+def test_clean_hero_keeps_the_record_and_adds_numbers():
+    """The stored record drops id/response, keeps the rest, and carries health/attack."""
+    hero_id, stored = game.clean_hero({"response": "success", "id": "12", "name": "X",
+                                       "powerstats": {"speed": "2"}, "biography": {"full-name": "Y"}})
+    assert hero_id == "12" and "id" not in stored and "response" not in stored
+    assert stored["biography"] == {"full-name": "Y"}
+    assert stored["powerstats"]["attack"] == 2 and stored["powerstats"]["health"] == 10
+
+
+def test_hit_floors_at_zero():
+    """Damage never takes health below 0."""
+    assert game.hit(100, 30) == 70 and game.hit(20, 30) == 0
+
+
+def test_order_rotates_and_drops_the_dead():
+    """After an attack the attacker goes last; a killed enemy leaves the order."""
+    assert game.after_attack(["a", "b", "c"], "a", "c", 5) == ["b", "c", "a"]
+    assert game.after_attack(["a", "b", "c"], "a", "b", 0) == ["c", "a"]
+    with pytest.raises(game.RuleError):
+        game.after_attack(["a", "b"], "b", "a", 1)
+
+
+def _rec(attacker, enemy, prior, post):
+    return {"PAYLOAD": {"USER_TOKEN": attacker}, "STATUS": {"DETAILS": {
+        "ENEMY_TOKEN": enemy, "ENEMY_HEALTH_PRIOR": prior, "ENEMY_HEALTH_POST": post, "ENEMY_DAMAGE": prior - post}}}
+
+
+def test_replay_finds_the_winner_and_rejects_cheats():
+    """Replay accepts a legal log, names the winner, and rejects out-of-turn or late attacks."""
+    heroes = {"a": {"attack": 60, "health": 100}, "b": {"attack": 10, "health": 100}}
+    legal = [_rec("a", "b", 100, 40), _rec("b", "a", 100, 90), _rec("a", "b", 40, 0)]
+    assert game.replay(heroes, legal)["winner"] == "a"
+    with pytest.raises(game.RuleError, match="turn"):
+        game.replay(heroes, [_rec("b", "a", 100, 90)])
+    with pytest.raises(game.RuleError, match="decided"):
+        game.replay(heroes, [*legal, _rec("b", "a", 90, 80)])
+    with pytest.raises(game.RuleError, match="damage"):
+        game.replay(heroes, [_rec("a", "b", 100, 50)])
