@@ -138,6 +138,8 @@ def parse(route: str, text: str | bytes) -> dict:
         message = loads(text)
     except ValueError:
         raise ProtocolError("MALFORMED JSON", "MALFORMED_JSON", "the frame is not valid JSON") from None
+    except RecursionError:  # deep nesting fits in one frame and would kill the handler
+        raise ProtocolError("MALFORMED JSON", "MALFORMED_JSON", "the frame nests too deeply to decode") from None
     if not isinstance(message, dict):
         raise ProtocolError("INVALID MESSAGE", "INVALID_MESSAGE", "a request must be a JSON object")
     if "PAYLOAD" not in message:
@@ -193,7 +195,7 @@ def game_start(game: str, participants: list[str], heroes: Mapping[str, Mapping]
         "PAYLOAD": {
             "GAME_TOKEN": game,
             "PARTICIPANTS": list(participants),
-            "PARTICIPANTS_HEROS": {u: hero_dict(u, heroes[u]) for u in participants},
+            "PARTICIPANTS_HEROS": {u: hero_dict(u, heroes[u]) for u in participants if u in heroes},
         },
         "STATUS": {"GAME": "START"},
     }

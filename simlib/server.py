@@ -69,7 +69,7 @@ class GameServer:
         self.settings = settings
         self.keys = Keyspace(cluster=settings.redis_cluster)
         self.host = host if host is not None else settings.websocket_host
-        self.port = port if port is not None else settings.websocket_port
+        self.port = port if port is not None else settings.server_port
         self.name = name or f"server-{uuid.uuid4().hex[:6]}"
         self.ready = threading.Event()
         self.connections = 0  # connections accepted (counts for tests and load-balancing)
@@ -221,6 +221,8 @@ class GameServer:
         game, user = req["GAME_TOKEN"], req["USER_TOKEN"]
         await self._membership(game, user)
         hero = await self._redis.hgetall(self.keys.hero(game, user))
+        if not hero:  # the worker's expiry got there first
+            raise P.ProtocolError("HERO NOT AVAILABLE", "HERO_GONE", "this game's hero records have been cleaned up")
         return [P.hero_spec(game, user, hero)]
 
     async def _action(self, req: dict) -> list[dict]:
@@ -340,7 +342,7 @@ class GameServer:
         async with self._redis.pipeline(transaction=False) as pipe:
             for u in members:
                 pipe.hgetall(self.keys.hero(lobby.game, u))
-            heroes = dict(zip(members, await pipe.execute()))
+            heroes = {u: h for u, h in zip(members, await pipe.execute()) if h}  # none if already cleaned
         lobby.started = True
         await lobby.ws.send(P.dumps(P.game_start(lobby.game, members, heroes)))
 

@@ -21,13 +21,10 @@ if game then
     game = nil
   end
 end
-if not game then
+local opening = not game
+if opening then
   game = fresh
   gk = string.format(fmt, game)
-  redis.call('SET', gk .. ':status', 'Waiting Lobby')
-  redis.call('SET', gk .. ':host', user)
-  redis.call('SET', gk .. ':participants', n)
-  redis.call('RPUSH', KEYS[1], game)
 end
 
 -- draw a hero not yet taken in this game
@@ -48,8 +45,14 @@ if not hero then  -- a roster with few heroes left: scan once
     end
   end
 end
-if not hero then
+if not hero then  -- refused before any write: a rejected join changes nothing
   return redis.error_reply('NO HERO LEFT')
+end
+if opening then
+  redis.call('SET', gk .. ':status', 'Waiting Lobby')
+  redis.call('SET', gk .. ':host', user)
+  redis.call('SET', gk .. ':participants', n)
+  redis.call('RPUSH', KEYS[1], game)
 end
 local stats = cjson.decode(redis.call('HGET', KEYS[3], hero))['powerstats']
 
