@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import Settings
+from .logs import setup_logging
 from .store import child_env
 
 __all__ = ["Handle", "start_server", "start_worker", "start_players"]
@@ -80,12 +81,13 @@ def start_server(settings: Settings, *, host: str = "127.0.0.1", port: int | Non
                  name: str | None = None, timeout: float = 30.0, stdout_level: str | None = None) -> Handle:
     """Start a game server and return once it listens; ``handle.port`` is its port.
 
-    ``stdout_level`` sets a child process's terminal log level (threads share the
-    parent's logging)."""
+    ``stdout_level`` sets the terminal log level (a thread shares this process's
+    logging, which is set up here from ``settings``)."""
     from .server import GameServer  # noqa: PLC0415
 
     port = settings.server_port if port is None else port
     if mode == "thread":
+        setup_logging(settings, stdout_level=stdout_level)  # threads share this process's logging
         server = GameServer(settings, host=host, port=port, name=name)
         handle = _thread_handle(server.name, server, lambda: asyncio.run(server.serve()), host=host)
         if not server.ready.wait(timeout):
@@ -105,6 +107,7 @@ def start_worker(settings: Settings, *, mode: str = "thread", name: str | None =
     from .worker import Worker  # noqa: PLC0415
 
     if mode == "thread":
+        setup_logging(settings, stdout_level=stdout_level)
         worker = Worker(settings, name=name)
         handle = _thread_handle(worker.name, worker, worker.run)
         if not worker.ready.wait(timeout):

@@ -158,7 +158,8 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
             hero_names = {h: json.loads(v).get("name", h) for h, v in client.hgetall(keys.superheros).items()}
 
         # workers first, so that no clean-up task is published before someone listens
-        handles["workers"] = [start_worker(settings, name=f"worker-{i}") for i in range(workers)]
+        handles["workers"] = [start_worker(settings, name=f"worker-{i}", stdout_level=stdout_level)
+                              for i in range(workers)]
         base = settings.websocket_port or 0  # not configured: free ports, nothing to collide with
         handles["servers"] = [
             start_server(settings, port=base + i if base else 0, mode=server_mode, name=f"server-{i}",

@@ -48,7 +48,13 @@ class PubSubSource:
 
     def __init__(self, client: redis.Redis, channel: str):
         self.channel = channel
-        self._pubsub = client.pubsub()
+        # Messages are read as bytes and decoded here: a payload that is not UTF-8 must
+        # be one ignored message, not an exception out of the parser (which, without
+        # hiredis, would leave the connection stuck on that message).
+        pool = client.connection_pool
+        self._pool = redis.ConnectionPool(connection_class=pool.connection_class,
+                                          **{**pool.connection_kwargs, "decode_responses": False})
+        self._pubsub = redis.Redis(connection_pool=self._pool).pubsub()
         self._pubsub.subscribe(channel)
         # wait for the confirmation, so that "constructed" means "listening"
         confirm = self._pubsub.get_message(timeout=5.0)
@@ -59,17 +65,21 @@ class PubSubSource:
         message = self._pubsub.get_message(timeout=timeout)
         if message is None or message["type"] != "message":
             return None
-        data = message["data"]
-        if isinstance(data, str) and data.startswith(_DRAIN):
+        try:
+            data = message["data"].decode("utf-8")
+        except UnicodeDecodeError:
+            return {}
+        if data.startswith(_DRAIN):
             return data
         try:
             decoded = json.loads(data)
-        except (TypeError, ValueError):
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             return {}
         return decoded if isinstance(decoded, dict) else {}
 
     def close(self) -> None:
         self._pubsub.close()
+        self._pool.disconnect()
 
 
 class Worker:
@@ -83,7 +93,7 @@ class Worker:
         self.name = name or f"worker-{uuid.uuid4().hex[:6]}"
         self.ready = threading.Event()
         self.handled = 0  # clean-up tasks applied
-        self.received = 0  # messages read from the source
+        self.received = 0  # messages read from the source (drain markers not counted)
         self._source = source
         self._stopping = threading.Event()
         self._drain_token: str | None = None
@@ -103,11 +113,11 @@ class Worker:
                     if burst:
                         break
                     continue
-                self.received += 1
-                if isinstance(message, str):
+                if isinstance(message, str):  # a drain marker: plumbing, not a received message
                     if message == self._drain_token:
                         break
                     continue
+                self.received += 1
                 if message.get("log_message") == CLEAN_MESSAGE and isinstance(message.get("task"), dict):
                     self.clean(message["task"])
         finally:

@@ -8,6 +8,7 @@ not start. Tests flush that private server's DB before they run.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -168,3 +169,30 @@ class Tap:
     def close(self) -> None:
         self.pubsub.close()
         self.client.close()
+
+
+@pytest.fixture
+def lib_logging() -> Iterator[logging.Logger]:
+    """The ``lib`` logger, restored after the test: handlers a test adds (``setup_logging``
+    in this process) are removed and closed, level and propagation put back."""
+    lib = logging.getLogger("lib")
+    saved = (list(lib.handlers), lib.level, lib.propagate)
+    yield lib
+    for h in list(lib.handlers):
+        if h not in saved[0]:
+            lib.removeHandler(h)
+            h.close()
+    for h in saved[0]:
+        if h not in lib.handlers and not getattr(h, "_closed", False):
+            lib.addHandler(h)
+    lib.setLevel(saved[1])
+    lib.propagate = saved[2]
+
+
+@pytest.fixture
+def pubsub_logging(lib_logging, settings) -> logging.Logger:
+    """Pub/sub log transport on for this test. A thread-mode game server shares the test
+    process's logging, so without this it publishes nothing (no clean-up tasks)."""
+    from simlib.logs import setup_logging
+
+    return setup_logging(settings, stdout_level="CRITICAL")
