@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "with API_TOKEN, write the roster file, load it")
     db.add_argument("--file", default=None, help="roster file (default data/heroes.json)")
 
+    bench = sub.add_parser("bench", help="measure throughput, latency and Redis cost against this machine's ceiling",
+                           description="Runs on a private embedded Redis (a few minutes); prints a Markdown table.")
+    bench.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    bench.add_argument("--window", type=float, default=10.0, help="seconds measured per scenario (default 10)")
+    bench.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per scenario (default 3)")
+    bench.add_argument("--quick", action="store_true", help="two tiny scenarios and small joins (a smoke test)")
+
     cli = sub.add_parser("cli", help="run one Redis command and print the reply as redis-cli does",
                          description="For machines without redis-cli: 'simlib cli LLEN games:players:2' runs the "
                                      "command against REDIS_URL and prints the reply in redis-cli's format.")
@@ -179,7 +186,7 @@ def _dispatch(args) -> int:
 
     settings = Settings.from_env()
     return {"run": _run, "server": _server, "worker": _worker, "player": _player,
-            "build-db": _build_db, "redis": _redis, "cli": _cli}[args.command](settings, args)
+            "build-db": _build_db, "redis": _redis, "cli": _cli, "bench": _bench}[args.command](settings, args)
 
 
 def _run(settings, args) -> int:
@@ -362,6 +369,23 @@ def raw_reply(reply) -> str:
     if isinstance(reply, (list, tuple, set)):
         return "\n".join(raw_reply(x) for x in reply)
     return str(int(reply)) if isinstance(reply, bool) else str(reply)
+
+
+def _bench(settings, args) -> int:
+    from . import bench  # noqa: PLC0415
+
+    if args.quick:
+        result = bench.run_bench(bench.QUICK, warmup=min(args.warmup, 0.5), window=min(args.window, 1.0),
+                                 joins=20, finished=2000, progress=lambda m: print(m, file=sys.stderr))
+    else:
+        result = bench.run_bench(warmup=args.warmup, window=args.window,
+                                 progress=lambda m: print(m, file=sys.stderr))
+    print(bench.markdown(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
 
 
 def _redis(settings, args) -> int:

@@ -53,6 +53,12 @@ class Recorder:
     attacks: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     on_game: Callable[[dict], None] | None = None
+    #: seconds from an action's reply to the next turn notice in that game (bots of
+    #: one process share a clock, so this spans bots and servers)
+    turn_latencies: list[float] = field(default_factory=list)
+    #: monotonic time of each attack reply, for rates over a window
+    attack_times: list[float] = field(default_factory=list)
+    _acted: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def game(self, row: dict) -> None:
@@ -62,8 +68,22 @@ class Recorder:
             self.on_game(row)
 
     def attack(self, record: dict) -> None:
+        now = time.monotonic()
         with self._lock:
             self.attacks.append(record)
+            self.attack_times.append(now)
+            self._acted[record["PAYLOAD"]["GAME_TOKEN"]] = now
+
+    def forget(self, game: str) -> None:
+        with self._lock:
+            self._acted.pop(game, None)
+
+    def turn(self, game: str) -> None:
+        """A turn notice arrived: close the latency opened by the game's last action."""
+        with self._lock:
+            acted = self._acted.pop(game, None)
+            if acted is not None:
+                self.turn_latencies.append(time.monotonic() - acted)
 
     def error(self, text: str) -> None:
         with self._lock:
@@ -153,9 +173,11 @@ class Bot:
                     row["members"] = notice["PAYLOAD"]["PARTICIPANTS"]
                     row["heroes"] = notice["PAYLOAD"]["PARTICIPANTS_HEROS"]
                 elif what == P.YOUR_TURN:
+                    self.recorder.turn(game)
                     await self._take_turn(game, row)
                 elif what in (P.COMPLETE, P.TIMED_OUT):
                     row["outcome"] = what
+                    self.recorder.forget(game)  # no next turn to measure
                     break
                 else:
                     row["errors"] += 1

@@ -73,6 +73,8 @@ class GameServer:
         self.name = name or f"server-{uuid.uuid4().hex[:6]}"
         self.ready = threading.Event()
         self.connections = 0  # connections accepted (counts for tests and load-balancing)
+        #: Redis commands and round trips this server sent, and attacks it applied
+        self.stats: dict[str, int] = {"commands": 0, "round_trips": 0, "attacks": 0}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._lobbies: dict[str, set[_Lobby]] = {}
@@ -99,7 +101,7 @@ class GameServer:
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self._stop.set)
-        self._redis = connect_async(self.settings)
+        self._redis = connect_async(self.settings, stats=self.stats)
         for name in ("login", "join", "action", "waiting", "timeout"):
             self._scripts[name] = self._redis.register_script(load_script(name))
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
@@ -112,7 +114,9 @@ class GameServer:
                 lobby_log.info("Server %s listening on ws://%s:%s", self.name, self.host, self.port)
                 self.ready.set()
                 await self._stop.wait()
-                lobby_log.info("Server %s stopping", self.name)
+                lobby_log.info("Server %s stopping", self.name,
+                               task={"server": self.name, "port": self.port, "connections": self.connections,
+                                     **self.stats})
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -236,6 +240,7 @@ class GameServer:
         record = json.loads(result[1])
         if kind == "NA":
             return [record]
+        self.stats["attacks"] += 1
         game_log.info("Attack Completed", task=record)
         if int(result[2]) <= 1:
             await self._game_over(game, STATUS.COMPLETED, winner=result[3])

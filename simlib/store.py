@@ -194,14 +194,38 @@ def connect(settings: Settings, **kwargs) -> redis.Redis:
     return client
 
 
-def connect_async(settings: Settings, pool_size: int = 64, wait: float = 30.0) -> redis.asyncio.Redis:
+def counting_connection(stats: dict) -> type[redis.asyncio.Connection]:
+    """A connection class that counts into ``stats`` the commands it sends and the
+    writes (round trips) that carry them: a pipeline of 10 is 10 commands, 1 trip."""
+
+    class CountingConnection(redis.asyncio.Connection):
+        def pack_command(self, *args):
+            stats["commands"] = stats.get("commands", 0) + 1
+            return super().pack_command(*args)
+
+        def pack_commands(self, commands):
+            commands = list(commands)
+            stats["commands"] = stats.get("commands", 0) + len(commands)
+            return super().pack_commands(commands)
+
+        async def send_packed_command(self, command, check_health=True):
+            stats["round_trips"] = stats.get("round_trips", 0) + 1
+            return await super().send_packed_command(command, check_health)
+
+    return CountingConnection
+
+
+def connect_async(settings: Settings, pool_size: int = 64, wait: float = 30.0,
+                  stats: dict | None = None) -> redis.asyncio.Redis:
     """An asyncio client with string replies (not yet connected).
 
     Its pool holds at most ``pool_size`` connections; a request that finds them all
-    busy waits up to ``wait`` seconds for one instead of failing at once.
+    busy waits up to ``wait`` seconds for one instead of failing at once. With
+    ``stats``, commands and round trips are counted into it.
     """
+    extra = {"connection_class": counting_connection(stats)} if stats is not None else {}
     pool = redis.asyncio.BlockingConnectionPool.from_url(
-        _require_url(settings), decode_responses=True, max_connections=pool_size, timeout=wait)
+        _require_url(settings), decode_responses=True, max_connections=pool_size, timeout=wait, **extra)
     return redis.asyncio.Redis(connection_pool=pool)
 
 
