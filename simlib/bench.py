@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 
+from . import aio
 from .config import Settings
 from .keys import Keyspace
 from .launch import READY, start_players, start_server, start_worker
@@ -172,7 +173,7 @@ def measure_ceiling(settings: Settings, connections: int, seconds: float) -> flo
             await asyncio.gather(*tasks, return_exceptions=True)
             return rate
 
-        return round(asyncio.run(main()), 1)
+        return round(aio.run(main()), 1)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -307,4 +308,4 @@ def markdown(result: dict) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--ceiling-server":
-        asyncio.run(_ceiling_server(sys.argv[2], "127.0.0.1"))
+        aio.run(_ceiling_server(sys.argv[2], "127.0.0.1"))

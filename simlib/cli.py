@@ -279,8 +279,7 @@ def _worker(settings, args) -> int:
 
 
 def _player(settings, args) -> int:
-    import asyncio  # noqa: PLC0415
-
+    from . import aio  # noqa: PLC0415
     from .player import BOTS, Recorder, play_all, run_id  # noqa: PLC0415
 
     games = settings.client_games if args.games is None else args.games
@@ -289,7 +288,7 @@ def _player(settings, args) -> int:
     prefix = f"bot-{run_id()}-"
     bots = [BOTS[args.bot](url, f"{prefix}{i:04d}", games, seed=args.seed, index=i, recorder=recorder)
             for i in range(args.players)]
-    failures = asyncio.run(play_all(bots))
+    failures = aio.run(play_all(bots))
     done = len(recorder.games)
     print(f"{args.players} bot(s) played {done} games, {len(recorder.attacks)} attacks, "
           f"{len(recorder.errors)} errors", file=sys.stderr)

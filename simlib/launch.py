@@ -8,13 +8,13 @@ and a script that starts one needs no ``if __name__ == "__main__"`` guard.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import aio
 from .config import Settings
 from .logs import setup_logging
 from .store import child_env
@@ -89,7 +89,7 @@ def start_server(settings: Settings, *, host: str = "127.0.0.1", port: int | Non
     if mode == "thread":
         setup_logging(settings, stdout_level=stdout_level)  # threads share this process's logging
         server = GameServer(settings, host=host, port=port, name=name)
-        handle = _thread_handle(server.name, server, lambda: asyncio.run(server.serve()), host=host)
+        handle = _thread_handle(server.name, server, lambda: aio.run(server.serve()), host=host)
         if not server.ready.wait(timeout):
             handle.stop()
             raise RuntimeError(f"game server did not start: {handle.error or 'timed out'}")
@@ -187,7 +187,7 @@ def start_players(urls: list[str] | str, players: int, games: int, *, seed: int 
     failures: list = []
 
     def target():
-        failures.extend(asyncio.run(play_all(bots)))
+        failures.extend(aio.run(play_all(bots)))
 
     handle = _thread_handle(f"{prefix}players", group, target, recorder=recorder, bots=bots, failures=failures)
     return handle

@@ -64,6 +64,8 @@ class RedisPubSubHandler(logging.Handler):
         self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "published", False):  # a Lua script already published it
+            return
         try:
             payload = (record.name, message_for(record))
         except Exception:

@@ -28,6 +28,7 @@ import redis.asyncio
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from . import aio
 from . import protocol as P
 from .config import Settings
 from .game import STATUS
@@ -79,6 +80,7 @@ class GameServer:
         self._stop: asyncio.Event | None = None
         self._lobbies: dict[str, set[_Lobby]] = {}
         self._users: set[str] = set()
+        self._starts: dict[str, asyncio.Future] = {}  # game -> its START frame, while it runs
         self._users_seen = 0
         self._redis: redis.asyncio.Redis | None = None
         self._scripts: dict = {}
@@ -87,7 +89,7 @@ class GameServer:
     def run(self) -> None:
         """Serve until :meth:`stop`, SIGINT or SIGTERM."""
         setup_logging(self.settings)
-        asyncio.run(self.serve(install_signals=threading.current_thread() is threading.main_thread()))
+        aio.run(self.serve(install_signals=threading.current_thread() is threading.main_thread()))
 
     def stop(self) -> None:
         loop, ev = self._loop, self._stop
@@ -134,8 +136,11 @@ class GameServer:
                 event = json.loads(message["data"])
             except (TypeError, ValueError):
                 continue
-            for lobby in self._lobbies.get(event.get("g"), ()):
+            game = event.get("g")
+            for lobby in self._lobbies.get(game, ()):
                 lobby.queue.put_nowait(event)
+            if event.get("t") in ("complete", "timeout"):
+                self._starts.pop(game, None)
 
     # -- connections -----------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
@@ -157,8 +162,8 @@ class GameServer:
             async for text in ws:
                 try:
                     request = P.parse(route, text)
-                    for frame in await handler(request):
-                        await ws.send(P.dumps(frame))
+                    for frame in await handler(request):  # a str is already serialised
+                        await ws.send(frame if isinstance(frame, str) else P.dumps(frame))
                 except P.ProtocolError as exc:
                     await ws.send(P.dumps(exc.frame))
         except ConnectionClosed:
@@ -179,17 +184,20 @@ class GameServer:
         if token not in self._users:
             raise P.ProtocolError("UNKNOWN USER TOKEN", "UNKNOWN_USER_TOKEN", "USER_TOKEN does not name a user; log in first")
 
-    async def _membership(self, game: str, user: str) -> str:
-        """The game's status, after checking that ``user`` is a member."""
+    async def _membership(self, game: str, user: str, hash_key: str | None = None):
+        """The game's status, after checking that ``user`` is a member; with ``hash_key``,
+        ``(status, that hash)`` read in the same round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(self.keys.status(game))
             pipe.sismember(self.keys.game(game), user)
-            status, member = await pipe.execute()
+            if hash_key is not None:
+                pipe.hgetall(hash_key)
+            status, member, *rest = await pipe.execute()
         if status is None:
             raise P.ProtocolError("UNKNOWN GAME TOKEN", "UNKNOWN_GAME_TOKEN", "GAME_TOKEN does not name a game")
         if not member:
             raise P.ProtocolError("USER NOT IN THIS GAME", "NOT_A_MEMBER", "USER_TOKEN is not a member of this game")
-        return status
+        return (status, rest[0]) if hash_key is not None else status
 
     # -- routes ------------------------------------------------------------------
     async def _login(self, req: dict) -> list[dict]:
@@ -223,8 +231,7 @@ class GameServer:
 
     async def _hero(self, req: dict) -> list[dict]:
         game, user = req["GAME_TOKEN"], req["USER_TOKEN"]
-        await self._membership(game, user)
-        hero = await self._redis.hgetall(self.keys.hero(game, user))
+        _, hero = await self._membership(game, user, self.keys.hero(game, user))
         if not hero:  # the worker's expiry got there first
             raise P.ProtocolError("HERO NOT AVAILABLE", "HERO_GONE", "this game's hero records have been cleaned up")
         return [P.hero_spec(game, user, hero)]
@@ -233,18 +240,24 @@ class GameServer:
         game, user, enemy = req["GAME_TOKEN"], req["USER_TOKEN"], req["ENEMY_TOKEN"]
         result = await self._scripts["action"](args=[
             game, user, enemy or "", P.timestamp(), self.keys.game_format, self.keys.events_channel,
-            "1" if self.settings.server_sleep > 0 else "0"])
+            "1" if self.settings.server_sleep > 0 else "0", self._combat_channel()])
         kind = result[0]
         if kind == "ERR":
             raise P.ProtocolError(result[1], result[2], result[1].capitalize())
-        record = json.loads(result[1])
-        if kind == "NA":
-            return [record]
-        self.stats["attacks"] += 1
-        game_log.info("Attack Completed", task=record)
-        if int(result[2]) <= 1:
-            await self._game_over(game, STATUS.COMPLETED, winner=result[3])
-        return [record]
+        if kind == "OK":
+            self.stats["attacks"] += 1
+            if game_log.isEnabledFor(logging.INFO):  # already on pub/sub: the script published it
+                game_log.info("Attack Completed: %s", result[1], extra={"published": True})
+            if int(result[2]) <= 1:
+                await self._game_over(game, STATUS.COMPLETED, winner=result[3])
+        return [result[1]]  # the record, as the script wrote it to the log
+
+    def _combat_channel(self) -> str:
+        """Where the action script publishes its combat record ('' = nowhere): the same
+        message the pub/sub log handler would send, in the same round trip as the attack."""
+        if self.settings.logger_module == "redis" and game_log.isEnabledFor(logging.INFO):
+            return GAME_CHANNEL
+        return ""
 
     async def _game_over(self, game: str, status: str, winner: str | None = None) -> None:
         """Log the end of a game and one clean-up task per member (for the worker)."""
@@ -260,96 +273,125 @@ class GameServer:
         async for text in ws:
             try:
                 req = P.parse(P.LOBBY, text)
-                await self._membership(req["GAME_TOKEN"], req["USER_TOKEN"])
             except P.ProtocolError as exc:
                 await ws.send(P.dumps(exc.frame))
                 continue
-            await self._follow_game(ws, req["GAME_TOKEN"], req["USER_TOKEN"])
-            return
-
-    async def _follow_game(self, ws: ServerConnection, game: str, user: str) -> None:
-        lobby = _Lobby(game, user, ws)
-        self._lobbies.setdefault(game, set()).add(lobby)
-        closed = asyncio.create_task(self._drain(ws))
-        try:
-            # registered first, then read: an event is either in the state read or queued
-            state = await self._game_state(game)
-            if state["status"] in STATUS.ENDED:
-                if state["status"] == STATUS.COMPLETED:
-                    await self._send_start(lobby, state)
-                await ws.send(P.dumps(P.game_notice(game, P.COMPLETE if state["status"] == STATUS.COMPLETED
-                                                    else P.TIMED_OUT)))
+            if await self._follow_game(ws, req["GAME_TOKEN"], req["USER_TOKEN"]):
                 return
-            if state["status"] != STATUS.WAITING_LOBBY:
-                await self._send_start(lobby, state)
-                if state["order"] and state["order"][0] == user:
-                    await self._notify_turn(lobby, state["turns"])
-            deadline = asyncio.get_running_loop().time() + self.settings.lobby_timeout
-            while True:
-                timeout = None
-                if not lobby.started and deadline != float("inf"):
-                    timeout = max(deadline - asyncio.get_running_loop().time(), 0)
-                getter = asyncio.ensure_future(lobby.queue.get())
-                done, _ = await asyncio.wait({getter, closed}, timeout=timeout,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    if closed in done:
-                        return  # the player left; the game goes on without its notices
-                    await self._time_out(game)  # its event comes back through the queue
-                    deadline = float("inf")
-                    continue
-                event = getter.result()
-                kind = event.get("t")
-                if kind == "start" and not lobby.started:
-                    state = await self._game_state(game)
-                    await self._send_start(lobby, state)
-                    if state["order"] and state["order"][0] == user:
-                        await self._notify_turn(lobby, state["turns"])
-                elif kind == "turn" and event.get("u") == user:
-                    await self._notify_turn(lobby, int(event.get("n", 0)))
-                elif kind == "complete":
-                    await ws.send(P.dumps(P.game_notice(game, P.COMPLETE)))
-                    return
-                elif kind == "timeout":
-                    await ws.send(P.dumps(P.game_notice(game, P.TIMED_OUT)))
-                    return
+
+    def _unregister(self, lobby: _Lobby) -> None:
+        group = self._lobbies.get(lobby.game)
+        if group is not None:
+            group.discard(lobby)
+            if not group:
+                del self._lobbies[lobby.game]
+
+    async def _follow_game(self, ws: ServerConnection, game: str, user: str) -> bool:
+        """Push the game to this lobby until it ends; False (nothing pushed) when the
+        user is not a member of the game."""
+        lobby = _Lobby(game, user, ws)
+        # registered first, then read: an event is either in the state read or queued
+        self._lobbies.setdefault(game, set()).add(lobby)
+        try:
+            state = await self._game_state(game, user)
+        except P.ProtocolError as exc:
+            self._unregister(lobby)
+            await ws.send(P.dumps(exc.frame))
+            return False
+        closed = asyncio.create_task(self._drain(ws, lobby.queue))
+        try:
+            await self._push_game(lobby, state)
         except ConnectionClosed:
             pass
         finally:
             closed.cancel()
-            group = self._lobbies.get(game)
-            if group is not None:
-                group.discard(lobby)
-                if not group:
-                    del self._lobbies[game]
+            self._unregister(lobby)
+        return True
+
+    async def _push_game(self, lobby: _Lobby, state: dict) -> None:
+        """Send START, turn notices and the end to one lobby, as the game's events come."""
+        ws, game, user = lobby.ws, lobby.game, lobby.user
+        if state["status"] in STATUS.ENDED:
+            if state["status"] == STATUS.COMPLETED:
+                await self._send_start(lobby, state)
+            await ws.send(P.dumps(P.game_notice(game, P.COMPLETE if state["status"] == STATUS.COMPLETED
+                                                else P.TIMED_OUT)))
+            return
+        if state["status"] != STATUS.WAITING_LOBBY:
+            await self._send_start(lobby, state)
+            if state["order"] and state["order"][0] == user:
+                await self._notify_turn(lobby, state["turns"])
+        if not lobby.started:  # wait for the lobby to fill, or time it out
+            try:
+                async with asyncio.timeout(self.settings.lobby_timeout):
+                    event = await lobby.queue.get()
+            except TimeoutError:
+                await self._time_out(game)  # its event (timeout, or start if it filled) comes back
+                event = await lobby.queue.get()
+        else:
+            event = await lobby.queue.get()
+        while True:
+            kind = event.get("t")
+            if kind == "closed":
+                return  # the player left; the game goes on without its notices
+            if kind == "start" and not lobby.started:
+                state = await self._game_state(game)
+                await self._send_start(lobby, state)
+                if state["order"] and state["order"][0] == user:
+                    await self._notify_turn(lobby, state["turns"])
+            elif kind == "turn" and event.get("u") == user:
+                await self._notify_turn(lobby, int(event.get("n", 0)))
+            elif kind == "complete":
+                await ws.send(P.dumps(P.game_notice(game, P.COMPLETE)))
+                return
+            elif kind == "timeout":
+                await ws.send(P.dumps(P.game_notice(game, P.TIMED_OUT)))
+                return
+            event = await lobby.queue.get()
 
     @staticmethod
-    async def _drain(ws: ServerConnection) -> None:
-        """Read (and ignore) what the client sends on its lobby; ends when it closes."""
+    async def _drain(ws: ServerConnection, queue: asyncio.Queue) -> None:
+        """Read (and ignore) what the client sends on its lobby; when it closes, say so
+        on the lobby's queue, so the lobby waits on one queue only."""
         with contextlib.suppress(ConnectionClosed):
             async for _ in ws:
                 pass
+        queue.put_nowait({"t": "closed"})
 
-    async def _game_state(self, game: str) -> dict:
+    async def _game_state(self, game: str, user: str | None = None) -> dict:
+        """Status, order, turns taken and members in one round trip; with ``user``, also
+        check membership (ProtocolError if the game or the membership is unknown)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(self.keys.status(game))
             pipe.lrange(self.keys.order(game), 0, -1)
             pipe.llen(self.keys.logs(game))
             pipe.smembers(self.keys.game(game))
             status, order, turns, members = await pipe.execute()
+        if user is not None:
+            if status is None:
+                raise P.ProtocolError("UNKNOWN GAME TOKEN", "UNKNOWN_GAME_TOKEN", "GAME_TOKEN does not name a game")
+            if user not in members:
+                raise P.ProtocolError("USER NOT IN THIS GAME", "NOT_A_MEMBER",
+                                      "USER_TOKEN is not a member of this game")
         return {"status": status, "order": order, "turns": turns, "members": sorted(members)}
 
     async def _send_start(self, lobby: _Lobby, state: dict) -> None:
+        """Send START once. The frame is the same for every member, so this process
+        reads the heroes once per game and shares the frame among its lobbies."""
         if lobby.started:
             return
-        members = state["members"]
+        frame = self._starts.get(lobby.game)
+        if frame is None:
+            frame = self._starts[lobby.game] = asyncio.ensure_future(self._start_frame(lobby.game, state["members"]))
+        lobby.started = True
+        await lobby.ws.send(await asyncio.shield(frame))
+
+    async def _start_frame(self, game: str, members: list[str]) -> str:
         async with self._redis.pipeline(transaction=False) as pipe:
             for u in members:
-                pipe.hgetall(self.keys.hero(lobby.game, u))
+                pipe.hgetall(self.keys.hero(game, u))
             heroes = {u: h for u, h in zip(members, await pipe.execute()) if h}  # none if already cleaned
-        lobby.started = True
-        await lobby.ws.send(P.dumps(P.game_start(lobby.game, members, heroes)))
+        return P.dumps(P.game_start(game, members, heroes))
 
     async def _notify_turn(self, lobby: _Lobby, turns: int) -> None:
         if turns <= lobby.notified:

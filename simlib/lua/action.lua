@@ -1,7 +1,9 @@
 -- Apply one attack, or answer "no enemy left". Atomic, one round trip.
 -- KEYS: none (game keys are built from ARGV[5]; a cluster variant hash-tags them).
 -- ARGV[1] game, ARGV[2] user, ARGV[3] enemy ('' = none), ARGV[4] timestamp,
--- ARGV[5] game key format, ARGV[6] events channel, ARGV[7] '1' to pause between turns
+-- ARGV[5] game key format, ARGV[6] events channel, ARGV[7] '1' to pause between turns,
+-- ARGV[8] combat log channel ('' = do not publish): the record goes out as the log
+-- transport's message (level, timestamp, name, log_message, task), in this round trip
 -- Returns {'ERR', status, code} | {'NA', record} | {'OK', record, living, next user or winner, log length}
 local game, user, enemy, ts, fmt = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local gk = string.format(fmt, game)
@@ -56,6 +58,10 @@ local record = '{"TIMESTAMP": "' .. ts .. '", "PAYLOAD": {"GAME_TOKEN": "' .. ga
   string.format('%d', prior - post) .. ', "ENEMY_HEALTH_PRIOR": ' .. string.format('%d', prior) ..
   ', "ENEMY_HEALTH_POST": ' .. string.format('%d', post) .. '}}}'
 local n = redis.call('RPUSH', gk .. ':logs', record)
+if ARGV[8] ~= '' then
+  redis.call('PUBLISH', ARGV[8], '{"level": "INFO", "timestamp": "' .. ts .. '", "name": "' .. ARGV[8] ..
+    '", "log_message": "Attack Completed", "task": ' .. record .. '}')
+end
 
 redis.call('LMOVE', order, order, 'LEFT', 'RIGHT')
 if post == 0 then
