@@ -7,9 +7,12 @@ ends with one ``simlib: error: ...`` line and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
+import os
+import signal
 import sys
 import threading
 
@@ -128,10 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(*_):
+    raise KeyboardInterrupt
+
+
 def _launcher_options(parser: argparse.ArgumentParser) -> None:
     """Options simlib.launch uses when it runs a part as a child process."""
     parser.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stdout-level", default=None, help=argparse.SUPPRESS)
+
+
+def _stop_with_parent(stop) -> None:
+    """A launched part reads its stdin, a pipe from the launcher: EOF means the launcher
+    is gone (even killed), so the part stops instead of living on as an orphan."""
+    def watch():
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):  # unbuffered: no lock held at interpreter shutdown
+                pass
+        stop()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _announce(args, value) -> None:
@@ -147,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command != "worker":  # SIGTERM cleans up as Ctrl-C does (the worker has its own)
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -215,6 +236,8 @@ def _run(settings, args) -> int:
             print(f"\nRedis stays up at {embedded.url} — try:  redis-cli -u {embedded.url} LLEN games:players:2\n"
                   "Press Ctrl-C to stop it.", file=sys.stderr)
             threading.Event().wait()
+        if result.interrupted:
+            return 130
         return 0 if not result.recorder.errors else 1
     finally:
         if embedded is not None:
@@ -242,6 +265,7 @@ def _server(settings, args) -> int:
         if args.announce:
             threading.Thread(target=lambda: server.ready.wait(60) and _announce(args, server.port),
                              daemon=True).start()
+            _stop_with_parent(server.stop)
         server.run()
         return 0
     finally:
@@ -269,6 +293,7 @@ def _worker(settings, args) -> int:
     if args.announce:
         threading.Thread(target=lambda: worker.ready.wait(60) and _announce(args, worker.name),
                          daemon=True).start()
+        _stop_with_parent(lambda: worker.stop(drain=False))
     try:
         handled = worker.run(burst=args.burst)
     except KeyboardInterrupt:

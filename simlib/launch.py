@@ -62,15 +62,20 @@ class Handle:
 
 def _thread_handle(name: str, part, target: Callable[[], Any], **info) -> Handle:
     handle: Handle
+    # An Event, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C marks the
+    # thread as stopped while it still runs, and every later join returns at once.
+    done = threading.Event()
 
     def body():
         try:
             target()
         except BaseException as exc:  # kept on the handle for the caller to see
             handle.error = exc
+        finally:
+            done.set()
 
     thread = threading.Thread(target=body, name=name, daemon=True)
-    handle = Handle(name, "thread", part.stop, thread.join, thread.is_alive, part=part, **info)
+    handle = Handle(name, "thread", part.stop, done.wait, lambda: not done.is_set(), part=part, **info)
     thread.start()
     return handle
 
@@ -128,8 +133,11 @@ def _process_handle(name: str, args: list[str], settings: Settings, stdout_level
     cmd = [sys.executable, "-m", "simlib.cli", *args, "--announce"]
     if stdout_level:
         cmd += ["--stdout-level", stdout_level]
+    # stdin is a pipe we never write to: when this process ends, the child sees EOF and
+    # stops. Its own session keeps a terminal's Ctrl-C away from it: the launcher stops
+    # its parts in order (bots first), which a simultaneous SIGINT to all would defeat.
     proc = subprocess.Popen(cmd, env=child_env(settings), stdout=subprocess.PIPE, stderr=None,
-                            stdin=subprocess.DEVNULL, text=True)
+                            stdin=subprocess.PIPE, text=True, start_new_session=True)
     ready = threading.Event()
     announced: list[str] = []
 

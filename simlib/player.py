@@ -120,6 +120,10 @@ class Bot:
         """Finish the current game, then leave."""
         self._stopping = True
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def run(self) -> None:
         aio.run(self.play())
 
@@ -298,6 +302,8 @@ async def play_all(bots: list[Bot], *, stop: asyncio.Event | None = None) -> lis
         try:
             await bot.play()
         except (OSError, WebSocketException, ConnectionClosed, BotError, asyncio.TimeoutError) as exc:
+            if bot.stopping:  # told to stop, and its server went away first: not a failure
+                return None
             bot.recorder.error(f"{bot.name}: {type(exc).__name__}: {exc}")
             return exc
         return None

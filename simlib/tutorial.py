@@ -137,7 +137,8 @@ class CommandLog:
     log records this process has queued for pub/sub are published before the marker,
     so a step's PUBLISH commands land in its own table.
 
-    Note: MONITOR costs the server time; use it on steps, not on benchmarks.
+    Notes: MONITOR costs the server time, so use it on steps, not on benchmarks; and it
+    never shows administrative commands such as CONFIG.
     """
 
     def __init__(self, client: redis.Redis | str, *, timeout: float = 10.0, handshake: bool = False,
@@ -536,22 +537,22 @@ def _exchange(url: str, route: str, payload: dict, timeout: float, more: Callabl
     return reply
 
 
-def login(url: str, name: str, *, timeout: float = 5.0) -> Reply:
+def login(url: str, name: str, *, timeout: float = 10.0) -> Reply:
     """``/api/v1/login``: a new name gets ``USER CREATED`` first; the reply is the token frame."""
     return _exchange(url, LOGIN, {"USER": name}, timeout, more=lambda f: f.get("STATUS") == "USER CREATED")
 
 
-def find(url: str, token: str, n: int, *, timeout: float = 5.0) -> Reply:
+def find(url: str, token: str, n: int, *, timeout: float = 10.0) -> Reply:
     """``/api/v1/game/find``: join (or open) a lobby for ``n`` players."""
     return _exchange(url, FIND, {"USER_TOKEN": token, "PARTICIPANTS": n}, timeout)
 
 
-def hero(url: str, game: str, user: str, *, timeout: float = 5.0) -> Reply:
+def hero(url: str, game: str, user: str, *, timeout: float = 10.0) -> Reply:
     """``/api/v1/game/hero``: the hero of ``user`` in ``game``."""
     return _exchange(url, HERO, {"GAME_TOKEN": game, "USER_TOKEN": user}, timeout)
 
 
-def attack(url: str, game: str, user: str, enemy: str | None, *, timeout: float = 5.0) -> Reply:
+def attack(url: str, game: str, user: str, enemy: str | None, *, timeout: float = 10.0) -> Reply:
     """``/api/v1/game/action``: ``user`` attacks ``enemy`` (None: "I see no enemy left")."""
     return _exchange(url, ACTION, {"GAME_TOKEN": game, "USER_TOKEN": user, "ENEMY_TOKEN": enemy,
                                    "ACTION": "ATTACK"}, timeout)
@@ -561,7 +562,7 @@ class Lobby:
     """``/api/v1/game/lobby``: a connection kept open; :meth:`next` returns the next
     frame the server pushes (START, USER'S TURN, COMPLETE, TIMED OUT)."""
 
-    def __init__(self, url: str, game: str, user: str, *, timeout: float = 5.0):
+    def __init__(self, url: str, game: str, user: str, *, timeout: float = 10.0):
         self.game, self.user, self.timeout = game, user, timeout
         self.frames: list[dict] = []
         self._cm = _open(url, LOBBY, timeout)

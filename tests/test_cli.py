@@ -154,3 +154,46 @@ def test_player_without_server_is_one_line():
         port = s.getsockname()[1]
     line = one_line_error(simlib("player", "--url", f"ws://127.0.0.1:{port}", "--games", "1", timeout=60))
     assert f"ws://127.0.0.1:{port}" in line
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads child processes from /proc")
+def test_ctrl_c_stops_everything_cleanly(redis_server):
+    """Ctrl-C during an endless run: games in progress finish, summary, exit 130, no process left."""
+    import signal
+
+    from conftest import Tap
+
+    tap = Tap(redis_server.url, "lib.server.lobby")
+    proc = subprocess.Popen([sys.executable, "-m", "simlib", "run", "--players", "6", "--games", "-1",
+                             "--no-progress"], env=clean_env(REDIS_URL=redis_server.url, LOBBY_TIMEOUT="1"),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        finished = tap.collect(lambda ms: any(str(m["data"].get("log_message", "")).startswith("Game Finished")
+                                              for m in ms if isinstance(m["data"], dict)), timeout=60)
+        assert finished, "no game finished"
+        children = _children(proc.pid)
+        assert children, "the run should have started a server process"
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+        out, err = proc.communicate(timeout=90)
+    finally:
+        tap.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert out.startswith("Interrupted in") and "errors" not in out, out
+    assert "Traceback" not in err
+    assert [c for c in children if Path(f"/proc/{c}").exists()
+            and "simlib" in Path(f"/proc/{c}/cmdline").read_text()] == []
