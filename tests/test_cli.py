@@ -85,8 +85,9 @@ def test_article_walkthrough_after_a_run_without_worker():
     from simlib.store import EmbeddedRedis
 
     with EmbeddedRedis() as server:
+        # the default LOBBY_TIMEOUT (5 s): the walkthrough is promised for a default run
         proc = simlib("run", "--players", "10", "--games", "5", "--workers", "0", "--no-progress",
-                      env=clean_env(REDIS_URL=server.url, LOBBY_TIMEOUT="1"))
+                      env=clean_env(REDIS_URL=server.url))
         assert proc.returncode == 0, proc.stderr
         url = server.url
         assert int(_cli(url, "LLEN", "games:players:2")) >= 13

@@ -1,0 +1,212 @@
+"""The notebook helpers in simlib/tutorial.py, against the private test Redis and server."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import redis as redis_py
+
+from simlib.tutorial import (
+    CommandLog,
+    Lobby,
+    PubSubTap,
+    attack,
+    check,
+    commandstats_frame,
+    find,
+    hero,
+    keys_frame,
+    login,
+    reset,
+)
+
+
+def test_commandlog_sees_exactly_the_commands_of_the_step(r):
+    """A HSET then a HGET inside the block are the whole log, in order, with their arguments."""
+    r.set("before", "1")
+    with CommandLog(r) as log:
+        r.hset("h", "f", "v")
+        r.hget("h", "f")
+    r.set("after", "1")
+    frame = log.frame()
+    assert list(frame["command"]) == ["HSET", "HGET"]
+    assert list(frame["args"]) == [["h", "f", "v"], ["h", "f"]]
+    assert list(frame.columns) == ["time", "client", "db", "command", "args"]
+    assert set(frame["db"]) == {0}
+    assert log.complete
+    assert log.table()["who"].tolist() == ["this notebook", "this notebook"]
+
+
+def test_commandlog_keeps_arguments_whole(r):
+    """Spaces, quotes, backslashes, newlines and non-ASCII text survive MONITOR's quoting."""
+    value = 'a "quoted" \\ value\nwith é and ✅ and \t tab'
+    with CommandLog(r) as log:
+        r.set("k", value)
+    assert log.entries[0]["args"] == ["k", value]
+    assert log.lines() == ['SET k "a \\"quoted\\" \\\\ value\\nwith é and ✅ and \\t tab"']
+
+
+def test_commandlog_shows_what_a_lua_script_runs(r):
+    """Commands run inside a script are kept, marked as coming from 'lua'."""
+    with CommandLog(r) as log:
+        r.eval("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])", 1, "k", "v")
+    frame = log.frame()
+    assert list(frame["command"]) == ["EVAL", "SET", "GET"]
+    assert list(frame["client"][1:]) == ["lua", "lua"]
+    assert frame["client"][0] != "lua"
+    summary = log.summary()
+    assert summary.set_index(["command", "from_lua"])["count"].to_dict() == {
+        ("EVAL", False): 1, ("SET", True): 1, ("GET", True): 1}
+
+
+def test_commandlog_sees_other_clients_and_hides_their_handshake(redis_server, r):
+    """Another connection's commands are in the log; its HELLO/CLIENT SETINFO are not."""
+    with CommandLog(r) as log:
+        other = redis_py.Redis.from_url(redis_server.url, decode_responses=True)
+        other.set("counter", 1)
+        other.close()
+    assert log.counts() == {"SET": 1}
+    with CommandLog(r, handshake=True) as log:
+        other = redis_py.Redis.from_url(redis_server.url, decode_responses=True)
+        other.set("counter", 1)
+        other.close()
+    assert "HELLO" in log.counts() or "CLIENT" in log.counts()
+
+
+def test_commandlog_redis_cli_lines_are_the_notebooks_own(redis_server, r):
+    """redis_cli() gives prompt lines for this client's commands only, quoted for redis-cli."""
+    with CommandLog(r) as log:
+        r.eval("return redis.call('GET', KEYS[1])", 1, "some key")
+        r.llen("games:players:2")
+    assert log.redis_cli().splitlines() == [
+        f"127.0.0.1:{redis_server.port}> EVAL \"return redis.call('GET', KEYS[1])\" 1 \"some key\"",
+        f"127.0.0.1:{redis_server.port}> LLEN games:players:2",
+    ]
+
+
+def test_commandlog_of_a_url_and_an_empty_step(redis_server, r):
+    """A URL works as the target, and a step with no command gives an empty frame."""
+    with CommandLog(redis_server.url) as log:
+        pass
+    assert log.frame().empty and log.summary().empty and log.table().empty
+
+
+def test_reset_removes_only_the_kits_keys(r):
+    """reset() unlinks games:* and users, keeps the roster and an unrelated key, never flushes."""
+    r.set("games:g1:status", "Completed")
+    r.rpush("games:players:2", "g1")
+    r.zadd("games:participants", {"g1": 2})
+    r.hset("users", "alice", "t")
+    r.set("my:own:key", "mine")
+    for i in range(1200):  # more than one UNLINK batch
+        r.set(f"games:bulk:{i}", i)
+    with CommandLog(r) as log:
+        removed = reset(r)
+    assert removed == 1204
+    assert list(r.scan_iter("games:*")) == []
+    assert not r.exists("users")
+    assert r.get("my:own:key") == "mine"
+    assert r.hlen("superheros") > 0
+    assert not {"FLUSHDB", "FLUSHALL", "KEYS"} & set(log.counts())
+    assert log.counts()["UNLINK"] >= 3
+    assert reset(r, heroes=True) == 1
+    assert not r.exists("superheros") and r.get("my:own:key") == "mine"
+
+
+def test_pubsubtap_gets_a_published_message(r):
+    """A message published after start() arrives, decoded once, with its log fields."""
+    record = {"level": "INFO", "timestamp": "2026-01-01T00:00:00.000Z", "name": "lib.server.lobby",
+              "log_message": "Cleaning Game Records", "task": {"game_token": "g", "user_token": "u"}}
+    with PubSubTap(r) as tap:
+        assert r.publish("lib.server.lobby", json.dumps(record)) == 1
+        r.publish("lib.server.lobby", "not json")
+        r.publish("elsewhere", "not tapped")
+        assert tap.wait_for(lambda messages: len(messages) >= 2, timeout=5)
+    frame = tap.frame()
+    assert frame.loc[0, ["channel", "level", "name", "log_message"]].tolist() == [
+        "lib.server.lobby", "INFO", "lib.server.lobby", "Cleaning Game Records"]
+    assert frame.loc[0, "task"] == {"game_token": "g", "user_token": "u"}
+    assert frame.loc[1, "log_message"] == "not json" and pd.isna(frame.loc[1, "level"])
+    assert len(frame) == 2
+    assert tap.count("Cleaning Game Records") == 1
+
+
+def test_pubsubtap_on_named_channels(r):
+    """Explicit channels replace the default pattern."""
+    with PubSubTap(r, "chan") as tap:
+        r.publish("lib.server.lobby", "x")
+        r.publish("chan", "y")
+        assert tap.wait_for(lambda messages: len(messages) >= 1, timeout=5)
+    assert [m["data"] for m in tap.messages] == ["y"]
+
+
+def test_keys_frame_lists_type_ttl_and_value(r):
+    """keys_frame shows each matching key with its type, TTL and a readable value."""
+    r.set("games:g:status", "Completed", ex=100)
+    r.sadd("games:g", "b", "a")
+    r.hset("games:g:superheros:u", mapping={"id": "1", "health": "0"})
+    frame = keys_frame(r).set_index("key")
+    assert frame.loc["games:g", ["type", "ttl", "value"]].tolist() == ["set", -1, '["a", "b"]']
+    assert frame.loc["games:g:status", "type"] == "string" and 0 < frame.loc["games:g:status", "ttl"] <= 100
+    assert json.loads(frame.loc["games:g:superheros:u", "value"]) == {"id": "1", "health": "0"}
+
+
+def test_commandstats_frame_counts_commands(r):
+    """After CONFIG RESETSTAT, INFO commandstats counts what ran, Lua-internal commands included."""
+    r.config_resetstat()
+    r.eval("redis.call('INCR', KEYS[1]); return redis.call('INCR', KEYS[1])", 1, "n")
+    calls = commandstats_frame(r).set_index("command")["calls"]
+    assert calls["INCR"] == 2 and calls["EVAL"] == 1
+
+
+@pytest.mark.parametrize("answer, expected, right", [
+    (..., 3, False), (3, 3, True), (4, 3, False), (0.30000001, 0.3, True), ("x", 0.3, False),
+    ([2, 1], {1, 2}, True), (7, lambda a: a > 5, True)])
+def test_check_says_right_or_not_yet(answer, expected, right, capsys):
+    """check() prints the verdict and returns it; the placeholder is never right."""
+    assert check(answer, expected, "a hint") is right
+    out = capsys.readouterr().out
+    assert out == ("✅ Right\n" if right else "❌ Not yet: a hint\n")
+
+
+def test_play_by_hand_against_the_server(game_server, r):
+    """login, find, Lobby, hero and attack play one 2-player game to its end."""
+    url = game_server.url
+    first = login(url, "alice")
+    assert [f.get("STATUS") for f in first.frames] == ["USER CREATED", None]
+    alice = first["PAYLOAD"]["USER_TOKEN"]
+    assert login(url, "alice").frames == [{"PAYLOAD": {"USER_TOKEN": alice}}]
+    bob = login(url, "bob")["PAYLOAD"]["USER_TOKEN"]
+    game = find(url, alice, 2)["PAYLOAD"]["GAME_TOKEN"]
+    with Lobby(url, game, alice) as lobby_a:
+        assert find(url, bob, 2)["PAYLOAD"]["GAME_TOKEN"] == game
+        with Lobby(url, game, bob) as lobby_b:
+            lobbies = {alice: lobby_a, bob: lobby_b}
+            assert lobby_a.next()["STATUS"] == {"GAME": "START"}
+            assert lobby_b.next()["STATUS"] == {"GAME": "START"}
+            player = min(alice, bob)
+            lobbies[player].until("USER'S TURN")
+            refused = attack(url, game, max(alice, bob), player)
+            assert refused["STATUS"] == "NOT YOUR TURN"
+            for _ in range(500):
+                enemy = bob if player == alice else alice
+                assert hero(url, game, enemy)["PAYLOAD"]["HERO"]["health"] > 0
+                record = attack(url, game, player, enemy)
+                if record["STATUS"]["DETAILS"]["ENEMY_HEALTH_POST"] == 0:
+                    break
+                player = enemy
+                lobbies[player].until("USER'S TURN")
+            assert lobby_a.until("COMPLETE") and lobby_b.until("COMPLETE")
+    assert r.get(f"games:{game}:status") == "Completed"
+    assert r.lindex(f"games:{game}:order", 0) == player
+
+
+def test_lobby_next_is_bounded(game_server, r):
+    """next() raises TimeoutError when nothing is pushed in time."""
+    url = game_server.url
+    alice = login(url, "alice")["PAYLOAD"]["USER_TOKEN"]
+    game = find(url, alice, 3)["PAYLOAD"]["GAME_TOKEN"]
+    with Lobby(url, game, alice) as lobby, pytest.raises(TimeoutError):
+        lobby.next(timeout=0.2)
