@@ -44,6 +44,11 @@ class Keyspace:
         """List of every game token opened for ``n`` players, oldest first."""
         return f"games:players:{n}"
 
+    def players_open(self, n: int | str) -> str:
+        """Cluster mode only: the open lobby for ``n`` players and its seats, hash-tagged
+        into the slot of ``games:players:<n>`` so one script can update both."""
+        return f"{{{self.players(n)}}}:open"
+
     # -- per-game keys ------------------------------------------------------
     @property
     def game_format(self) -> str:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import signal
 import threading
 import uuid
@@ -80,6 +81,7 @@ class GameServer:
         self._stop: asyncio.Event | None = None
         self._lobbies: dict[str, set[_Lobby]] = {}
         self._users: set[str] = set()
+        self._roster: list[tuple[str, str, str]] = []  # cluster mode: (id, attack, health) per hero
         self._starts: dict[str, asyncio.Future] = {}  # game -> its START frame, while it runs
         self._users_seen = 0
         self._redis: redis.asyncio.Redis | None = None
@@ -104,9 +106,13 @@ class GameServer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self._stop.set)
         self._redis = connect_async(self.settings, stats=self.stats)
-        for name in ("login", "join", "action", "waiting", "timeout"):
+        for name in ("login", "join", "action", "waiting", "timeout", "cluster_seat", "cluster_join",
+                     "cluster_close"):
             self._scripts[name] = self._redis.register_script(load_script(name))
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        # events come over a plain connection to the named node (on a cluster, classic
+        # pub/sub reaches every node)
+        self._events = redis.asyncio.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        pubsub = self._events.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(self.keys.events_channel)
         listener = asyncio.create_task(self._listen(pubsub), name="events")
         try:
@@ -125,6 +131,7 @@ class GameServer:
                 await listener
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+            await self._events.aclose()
             await self._redis.aclose()
             await asyncio.to_thread(flush_logs)
             self.ready.clear()
@@ -202,8 +209,13 @@ class GameServer:
     # -- routes ------------------------------------------------------------------
     async def _login(self, req: dict) -> list[dict]:
         name = req["USER"]
-        result = await self._scripts["login"](keys=[self.keys.users, self.keys.superheros],
-                                              args=[name, str(uuid.uuid4())])
+        if self.keys.cluster:  # superheros is in another slot: check it on its own
+            if not await self._redis.exists(self.keys.superheros):
+                return [P.no_heroes()]
+            keys = [self.keys.users]
+        else:
+            keys = [self.keys.users, self.keys.superheros]
+        result = await self._scripts["login"](keys=keys, args=[name, str(uuid.uuid4())])
         if int(result[0]) < 0:
             return [P.no_heroes()]
         token = result[1]
@@ -217,9 +229,12 @@ class GameServer:
         user, n = req["USER_TOKEN"], req["PARTICIPANTS"]
         await self._known_user(user)
         try:
-            game, hero, joined, _ = await self._scripts["join"](
-                keys=[self.keys.players(n), self.keys.participants, self.keys.superheros],
-                args=[user, n, str(uuid.uuid4()), self.keys.game_format, self.keys.events_channel])
+            if self.keys.cluster:
+                game, hero, joined = await self._join_cluster(user, n)
+            else:
+                game, hero, joined, _ = await self._scripts["join"](
+                    keys=[self.keys.players(n), self.keys.participants, self.keys.superheros],
+                    args=[user, n, str(uuid.uuid4()), self.keys.game_format, self.keys.events_channel])
         except redis.ResponseError as exc:
             if "NO HERO LEFT" in str(exc):
                 raise P.ProtocolError("NOT ENOUGH SUPERHEROS", "NO_HERO_LEFT",
@@ -228,6 +243,42 @@ class GameServer:
         lobby_log.info("Player Joined Game: %s", game, task={"game_token": game, "user_token": user,
                                                    "hero_id": int(hero), "joined": int(joined), "participants": n})
         return [P.joined(game, int(hero))]
+
+    async def _join_cluster(self, user: str, n: int) -> tuple[str, str, int]:
+        """A join in two atomic steps, one per hash slot: a seat in the lobby (beside
+        ``games:players:<n>``), then the game's own keys. A lobby that timed out between
+        the two is left for a new one."""
+        k = self.keys
+        for _attempt in range(5):
+            game, seat, opened = await self._scripts["cluster_seat"](
+                keys=[k.players(n), k.players_open(n)], args=[user, n, str(uuid.uuid4())])
+            heroes = await self._hero_candidates()
+            try:
+                game, hero, joined = await self._scripts["cluster_join"](
+                    keys=[k.status(game), k.host(game), k.game_participants(game), k.game(game),
+                          k.heroes_taken(game), k.hero(game, user), k.order(game)],
+                    args=[game, user, n, "1" if int(opened) else "0", k.events_channel, *heroes])
+            except redis.ResponseError as exc:
+                if "GAME CLOSED" in str(exc):
+                    continue
+                raise
+            if int(seat):  # a new member (seat 0: already seated, nothing changed)
+                await self._redis.zincrby(k.participants, 1, game)
+            return game, hero, int(joined)
+        raise P.ProtocolError("NO OPEN GAME", "NO_OPEN_GAME", "no lobby could be joined; try again")
+
+    async def _hero_candidates(self, count: int = 12) -> list:
+        """Random heroes as (id, attack, health) for cluster_join.lua, which keeps the first
+        one the game has not taken. The roster is read once per server (``superheros``
+        is in another slot than any game)."""
+        if not self._roster:
+            raw = await self._redis.hgetall(self.keys.superheros)
+            self._roster = [(hid, *map(str, (json.loads(v)["powerstats"][f] for f in ("attack", "health"))))
+                            for hid, v in raw.items()]
+        if not self._roster:
+            raise redis.ResponseError("NO HERO LEFT")
+        picks = random.sample(self._roster, min(count, len(self._roster)))
+        return [x for hero in picks for x in hero]
 
     async def _hero(self, req: dict) -> list[dict]:
         game, user = req["GAME_TOKEN"], req["USER_TOKEN"]
@@ -238,9 +289,12 @@ class GameServer:
 
     async def _action(self, req: dict) -> list[dict]:
         game, user, enemy = req["GAME_TOKEN"], req["USER_TOKEN"], req["ENEMY_TOKEN"]
-        result = await self._scripts["action"](args=[
-            game, user, enemy or "", P.timestamp(), self.keys.game_format, self.keys.events_channel,
-            "1" if self.settings.server_sleep > 0 else "0", self._combat_channel()])
+        k = self.keys
+        result = await self._scripts["action"](
+            keys=[k.status(game), k.game(game), k.order(game), k.logs(game), k.hero(game, user),
+                  k.hero(game, enemy or user)],
+            args=[game, user, enemy or "", P.timestamp(), "", k.events_channel,
+                  "1" if self.settings.server_sleep > 0 else "0", self._combat_channel()])
         kind = result[0]
         if kind == "ERR":
             raise P.ProtocolError(result[1], result[2], result[1].capitalize())
@@ -404,6 +458,10 @@ class GameServer:
         await lobby.ws.send(P.dumps(P.game_notice(lobby.game, P.YOUR_TURN)))
 
     async def _time_out(self, game: str) -> None:
+        if self.keys.cluster:  # first stop offering it (the matchmaking slot's half)
+            n = await self._redis.get(self.keys.game_participants(game))
+            if n is not None:
+                await self._scripts["cluster_close"](keys=[self.keys.players_open(n)], args=[game])
         result = await self._scripts["timeout"](keys=[self.keys.status(game), self.keys.game(game)],
                                                 args=[game, self.keys.events_channel])
         if int(result[0]) == 1:

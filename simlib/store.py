@@ -16,14 +16,18 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
 from .config import Settings
 
 __all__ = [
+    "EmbeddedCluster",
     "EmbeddedRedis",
     "RedisUnavailable",
     "connect",
@@ -163,6 +167,58 @@ class EmbeddedRedis:
         return f"<EmbeddedRedis {state} port={self.port}>"
 
 
+class EmbeddedCluster:
+    """A Redis Cluster of ``nodes`` embedded primaries on loopback (no replicas), the
+    16384 slots split evenly: enough to show how a cluster spreads the keys."""
+
+    SLOTS = 16384
+
+    def __init__(self, nodes: int = 3):
+        self.nodes = [EmbeddedRedis(cluster=True) for _ in range(nodes)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> "EmbeddedCluster":
+        try:
+            for node in self.nodes:
+                node.start()
+            clients = [redis.Redis(port=n.port, decode_responses=True) for n in self.nodes]
+            bounds = [round(i * self.SLOTS / len(self.nodes)) for i in range(len(self.nodes) + 1)]
+            for client, lo, hi in zip(clients, bounds, bounds[1:]):
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi - 1)
+            for node, client in zip(self.nodes[1:], clients[1:]):
+                client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+            # the cluster bus gossips the topology; no event says when it has converged
+            settled = threading.Event()
+            deadline = time.monotonic() + timeout
+            while not settled.is_set() and time.monotonic() < deadline:
+                if all(c.cluster("info")["cluster_state"] == "ok" and int(c.cluster("info")["cluster_known_nodes"])
+                       == len(self.nodes) for c in clients):
+                    settled.set()
+                else:
+                    settled.wait(0.05)
+            for c in clients:
+                c.close()
+            if not settled.is_set():
+                raise RedisUnavailable(f"the embedded cluster did not settle within {timeout:g} s")
+            return self
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> "EmbeddedCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def ensure_redis(settings: Settings) -> tuple[Settings, EmbeddedRedis | None]:
     """Settings with a Redis URL, starting an embedded server when none is configured.
 
@@ -185,11 +241,18 @@ def _require_url(settings: Settings) -> str:
 
 
 def connect(settings: Settings, **kwargs) -> redis.Redis:
-    """A synchronous client with string replies, checked with a PING."""
-    client = redis.Redis.from_url(_require_url(settings), decode_responses=True, **kwargs)
+    """A synchronous client with string replies, checked with a PING.
+
+    With REDIS_CLUSTER=1 it is a cluster client that routes each command by its key
+    (``redis_url`` names any one node)."""
+    url = _require_url(settings)
     try:
+        if settings.redis_cluster:
+            client = redis.cluster.RedisCluster.from_url(url, decode_responses=True, **kwargs)
+        else:
+            client = redis.Redis.from_url(url, decode_responses=True, **kwargs)
         client.ping()
-    except redis.ConnectionError as exc:
+    except (redis.ConnectionError, redis.exceptions.RedisClusterException) as exc:
         raise RedisUnavailable(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
     return client
 
@@ -223,6 +286,9 @@ def connect_async(settings: Settings, pool_size: int = 64, wait: float = 30.0,
     busy waits up to ``wait`` seconds for one instead of failing at once. With
     ``stats``, commands and round trips are counted into it.
     """
+    if settings.redis_cluster:  # a pool per node, managed by the cluster client
+        return redis.asyncio.cluster.RedisCluster.from_url(_require_url(settings), decode_responses=True,
+                                                           max_connections=pool_size)
     extra = {"connection_class": counting_connection(stats)} if stats is not None else {}
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         _require_url(settings), decode_responses=True, max_connections=pool_size, timeout=wait, **extra)

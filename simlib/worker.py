@@ -46,14 +46,14 @@ class MessageSource(Protocol):
 class PubSubSource:
     """Redis pub/sub on one channel; subscribed (and so listening) once constructed."""
 
-    def __init__(self, client: redis.Redis, channel: str):
+    def __init__(self, url: str, channel: str):
         self.channel = channel
         # Messages are read as bytes and decoded here: a payload that is not UTF-8 must
         # be one ignored message, not an exception out of the parser (which, without
-        # hiredis, would leave the connection stuck on that message).
-        pool = client.connection_pool
-        self._pool = redis.ConnectionPool(connection_class=pool.connection_class,
-                                          **{**pool.connection_kwargs, "decode_responses": False})
+        # hiredis, would leave the connection stuck on that message). A plain connection
+        # to the one node named by ``url`` serves a cluster too: classic pub/sub
+        # messages reach every node.
+        self._pool = redis.ConnectionPool.from_url(url, decode_responses=False)
         self._pubsub = redis.Redis(connection_pool=self._pool).pubsub()
         self._pubsub.subscribe(channel)
         # wait for the confirmation, so that "constructed" means "listening"
@@ -103,7 +103,7 @@ class Worker:
         """Handle tasks until stopped (or, with ``burst``, until ``idle`` quiet seconds).
         Returns the number of clean-up tasks handled."""
         self._client = connect(self.settings)
-        source = self._source or PubSubSource(self._client, self.settings.worker_channel)
+        source = self._source or PubSubSource(self.settings.redis_url, self.settings.worker_channel)
         log.info("Worker %s listening on %s", self.name, self.settings.worker_channel)
         self.ready.set()
         try:

@@ -217,7 +217,10 @@ def test_no_enemy_record_bytes_equal_the_lua_reply(r, keys, client):
     script = r.register_script(load_script("action"))
     ts = P.timestamp()
 
-    kind, record = script(args=[g.token, winner, "", ts, keys.game_format, keys.events_channel, "0"])
+    kind, record = script(
+        keys=[keys.status(g.token), keys.game(g.token), keys.order(g.token), keys.logs(g.token),
+              keys.hero(g.token, winner), keys.hero(g.token, winner)],
+        args=[g.token, winner, "", ts, "", keys.events_channel, "0", ""])
 
     assert kind == "NA"
     assert record == P.dumps(P.no_enemy_left(ts, g.token, winner))

@@ -310,7 +310,7 @@ def test_burst_run_handles_what_is_queued_then_returns_when_quiet(settings, r):
     tasks = [{"game_token": str(uuid.uuid4()), "user_token": str(uuid.uuid4())} for _ in range(5)]
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
-        source = PubSubSource(client, settings.worker_channel)  # listening from here on
+        source = PubSubSource(settings.redis_url, settings.worker_channel)  # listening from here on
         assert publish(r, tasks) == [1] * len(tasks)
         worker = Worker(settings, source=source)
         assert worker.run(burst=True, idle=0.2) == 5

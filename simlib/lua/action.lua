@@ -1,24 +1,24 @@
 -- Apply one attack, or answer "no enemy left". Atomic, one round trip.
--- KEYS: none (game keys are built from ARGV[5]; a cluster variant hash-tags them).
+-- KEYS (one game's, so one hash slot on a cluster): [1] status, [2] members, [3] order,
+-- [4] logs, [5] the user's hero hash, [6] the enemy's hero hash (the user's if no enemy)
 -- ARGV[1] game, ARGV[2] user, ARGV[3] enemy ('' = none), ARGV[4] timestamp,
--- ARGV[5] game key format, ARGV[6] events channel, ARGV[7] '1' to pause between turns,
+-- ARGV[5] (unused), ARGV[6] events channel, ARGV[7] '1' to pause between turns,
 -- ARGV[8] combat log channel ('' = do not publish): the record goes out as the log
 -- transport's message (level, timestamp, name, log_message, task), in this round trip
 -- Returns {'ERR', status, code} | {'NA', record} | {'OK', record, living, next user or winner, log length}
-local game, user, enemy, ts, fmt = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local gk = string.format(fmt, game)
+local game, user, enemy, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local status_key, members, order, logs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
-local status = redis.call('GET', gk .. ':status')
+local status = redis.call('GET', status_key)
 if not status then
   return {'ERR', 'UNKNOWN GAME TOKEN', 'UNKNOWN_GAME_TOKEN'}
 end
-if redis.call('SISMEMBER', gk, user) == 0 then
+if redis.call('SISMEMBER', members, user) == 0 then
   return {'ERR', 'USER NOT IN THIS GAME', 'NOT_A_MEMBER'}
 end
 if status == 'Waiting Lobby' or status == 'Timed Out' then
   return {'ERR', 'GAME NOT IN PROGRESS', 'GAME_NOT_IN_PROGRESS'}
 end
-local order = gk .. ':order'
 
 if enemy == '' then
   -- "I see no enemy left": true only when the order holds nobody but (at most) the user
@@ -40,15 +40,15 @@ end
 if enemy == user then
   return {'ERR', 'CANNOT ATTACK YOURSELF', 'SELF_ATTACK'}
 end
-if redis.call('SISMEMBER', gk, enemy) == 0 then
+if redis.call('SISMEMBER', members, enemy) == 0 then
   return {'ERR', 'ENEMY NOT IN THIS GAME', 'ENEMY_NOT_A_MEMBER'}
 end
-local enemy_key = gk .. ':superheros:' .. enemy
+local enemy_key = KEYS[6]
 local prior = tonumber(redis.call('HGET', enemy_key, 'health'))
 if prior <= 0 then
   return {'ERR', 'ENEMY ALREADY DEAD', 'ENEMY_DEAD'}
 end
-local attack = tonumber(redis.call('HGET', gk .. ':superheros:' .. user, 'attack'))
+local attack = tonumber(redis.call('HGET', KEYS[5], 'attack'))
 local post = prior - attack
 if post < 0 then post = 0 end
 redis.call('HSET', enemy_key, 'health', string.format('%d', post))
@@ -57,7 +57,7 @@ local record = '{"TIMESTAMP": "' .. ts .. '", "PAYLOAD": {"GAME_TOKEN": "' .. ga
   '"}, "STATUS": {"ACTION": "ATTACK", "DETAILS": {"ENEMY_TOKEN": "' .. enemy .. '", "ENEMY_DAMAGE": ' ..
   string.format('%d', prior - post) .. ', "ENEMY_HEALTH_PRIOR": ' .. string.format('%d', prior) ..
   ', "ENEMY_HEALTH_POST": ' .. string.format('%d', post) .. '}}}'
-local n = redis.call('RPUSH', gk .. ':logs', record)
+local n = redis.call('RPUSH', logs, record)
 if ARGV[8] ~= '' then
   redis.call('PUBLISH', ARGV[8], '{"level": "INFO", "timestamp": "' .. ts .. '", "name": "' .. ARGV[8] ..
     '", "log_message": "Attack Completed", "task": ' .. record .. '}')
@@ -70,10 +70,10 @@ end
 local living = redis.call('LLEN', order)
 local head = redis.call('LINDEX', order, 0)
 if living <= 1 then
-  redis.call('SET', gk .. ':status', 'Completed')
+  redis.call('SET', status_key, 'Completed')
   redis.call('PUBLISH', ARGV[6], '{"t":"complete","g":"' .. game .. '","u":"' .. head .. '","n":' .. n .. '}')
 else
-  redis.call('SET', gk .. ':status', ARGV[7] == '1' and 'In-Progress' or 'Waiting Player')
+  redis.call('SET', status_key, ARGV[7] == '1' and 'In-Progress' or 'Waiting Player')
   redis.call('PUBLISH', ARGV[6], '{"t":"turn","g":"' .. game .. '","u":"' .. head .. '","n":' .. n .. '}')
 end
 return {'OK', record, living, head, n}
