@@ -26,7 +26,7 @@ from importlib import metadata
 
 from . import aio
 from .config import Settings
-from .keys import Keyspace
+from .keys import LOBBY_CHANNEL, Keyspace
 from .launch import READY, start_players, start_server, start_worker
 from .player import Recorder
 from .roster import build_db, load_roster
@@ -76,6 +76,10 @@ def _wait(seconds: float) -> None:
 def run_scenario(settings: Settings, client, heroes, sc: Scenario, warmup: float, window: float,
                  ceiling_rt_per_s: float | None) -> dict:
     _fresh(client, heroes)
+    # servers report what they sent to Redis (commands, round trips, attacks) as they stop
+    reports = client.pubsub()
+    reports.subscribe(LOBBY_CHANNEL)
+    reports.get_message(timeout=5)  # the subscribe confirmation: listening from here on
     servers = [start_server(settings, port=0, mode="process", stdout_level="WARNING") for _ in range(sc.servers)]
     recorder = Recorder()
     bots = start_players([h.url for h in servers], sc.players, -1, seed=1, style=sc.style, recorder=recorder)
@@ -95,6 +99,7 @@ def run_scenario(settings: Settings, client, heroes, sc: Scenario, warmup: float
             h.stop()
         for h in servers:
             h.join(30)
+    sent = _server_reports(reports, sc.servers)
     attacks = a1 - a0
     seconds = t1 - t0
     redis_cmds = sum(s1.get(k, 0) - s0.get(k, 0) for k in s1 if k not in ("info",))
@@ -112,12 +117,34 @@ def run_scenario(settings: Settings, client, heroes, sc: Scenario, warmup: float
         "redis_cmds_per_attack": per_attack(redis_cmds),
         "redis_total_commands_per_attack": per_attack(tc1 - tc0),
         "script_calls_per_attack": per_attack(script_calls),
+        # what the servers sent, over their whole life (warm-up and wind-down included)
+        "server_commands_per_attack": round(sent["commands"] / sent["attacks"], 2) if sent["attacks"] else None,
+        "round_trips_per_attack": round(sent["round_trips"] / sent["attacks"], 2) if sent["attacks"] else None,
         "turn_latency_ms_p50": round(_percentile(latencies, 0.50) * 1000, 2) if latencies else None,
         "turn_latency_ms_p99": round(_percentile(latencies, 0.99) * 1000, 2) if latencies else None,
         "ceiling_rt_per_s": ceiling_rt_per_s,
         "ratio_to_ceiling": round(aps / ceiling_rt_per_s, 3) if ceiling_rt_per_s else None,
         "errors": len(recorder.errors),
     }
+
+
+def _server_reports(pubsub, servers: int, timeout: float = 10.0) -> dict:
+    """Sum the "Server ... stopping" reports of ``servers`` servers (bounded wait)."""
+    total = {"commands": 0, "round_trips": 0, "attacks": 0}
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while seen < servers and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=max(deadline - time.monotonic(), 0.01))
+        if not message or message["type"] != "message":
+            continue
+        record = json.loads(message["data"])
+        task = record.get("task") or {}
+        if str(record.get("log_message", "")).startswith("Server ") and "round_trips" in task:
+            seen += 1
+            for k in total:
+                total[k] += int(task.get(k, 0))
+    pubsub.close()
+    return total
 
 
 # -- the ceiling: one WebSocket round trip plus one Redis round trip per message -----------
@@ -285,12 +312,13 @@ def run_bench(scenarios=SCENARIOS, *, warmup: float = 3.0, window: float = 10.0,
 def markdown(result: dict) -> str:
     rows = [
         "| scenario | attacks/s | games/s | ceiling RT/s | ratio | Redis cmds/attack (incl. in scripts) | "
-        "script calls/attack | turn p50 ms | turn p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "server cmds/attack | round trips/attack | turn p50 ms | turn p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in result["scenarios"]:
         rows.append(f"| {s['scenario']} | {s['attacks_per_s']:,} | {s['games_per_s']} | {s['ceiling_rt_per_s']:,} | "
-                    f"{s['ratio_to_ceiling']} | {s['redis_cmds_per_attack']} | {s['script_calls_per_attack']} | "
+                    f"{s['ratio_to_ceiling']} | {s['redis_cmds_per_attack']} | {s['server_commands_per_attack']} | "
+                    f"{s['round_trips_per_attack']} | "
                     f"{s['turn_latency_ms_p50']} | {s['turn_latency_ms_p99']} | {s['errors']} |")
     m = result["machine"]
     k = result.get("join_finished_games", 50_000) // 1000
