@@ -7,6 +7,7 @@ not start. Tests flush that private server's DB before they run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -59,13 +60,22 @@ def keys() -> Keyspace:
     return Keyspace()
 
 
+@contextlib.contextmanager
+def server_thread(settings: Settings):
+    """A game server in a thread on a free port (``.url``), stopped and joined after."""
+    handle = start_server(settings, port=0)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+        assert handle.join(10), "game server did not stop"
+
+
 @pytest.fixture
 def game_server(settings, r):
     """A game server in a thread on a free port; ``.url`` is its ws:// address."""
-    handle = start_server(settings, port=0)
-    yield handle
-    handle.stop()
-    assert handle.join(10), "game server did not stop"
+    with server_thread(settings) as handle:
+        yield handle
 
 
 class Client:

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from websockets.asyncio.client import connect
 
-from conftest import Client, find, login, snapshot
+from conftest import Client, find, login, server_thread, snapshot
 from simlib import protocol as P
 from simlib.launch import start_server
 from v1play import TIMEOUT, play, start_game
@@ -21,10 +21,8 @@ from v1play import TIMEOUT, play, start_game
 @pytest.fixture
 def second_server(settings, r):
     """Another game server on the same Redis (a thread, free port)."""
-    handle = start_server(settings, port=0)
-    yield handle
-    handle.stop()
-    assert handle.join(10), "second game server did not stop"
+    with server_thread(settings) as handle:
+        yield handle
 
 
 async def _find_all(requests: list[tuple[str, str, int]]) -> list[dict]:
