@@ -1362,6 +1362,386 @@ redis_server.stop()
 redis_server
 '''
 
+# ---------------------------------------------------------------------------------------------
+NB08 = r'''
+#%% md
+# 8 · Scaling out: a load balancer and a Redis Cluster
+
+**What you'll do:** run the compose deployment's layout on this machine: three game server
+processes behind nginx (the load balancer of `compose/`), bots connecting through it, and
+count the connections each server took. Then start a 3-node Redis Cluster, play a simulation
+on it and see where its keys went.
+
+**What you'll learn:**
+- how nginx hands each new WebSocket connection to one of the servers, and why any server can
+  serve any player (game events travel over Redis pub/sub, not through the server's memory);
+- how a Redis Cluster splits the keys over its nodes: 16,384 hash slots, a key's slot is a
+  CRC16 of its name (or of the part in `{braces}`, its hash tag), each node serves a range;
+- why one game's keys are named `games:{<g>}:…` on a cluster: one slot, one node, so a Lua
+  script may touch them all;
+- why joining a game takes two atomic steps on a cluster, one per slot.
+
+**What you'll need:** notebooks 2, 4 and 7 help. nginx for the first part (Debian/Ubuntu:
+`apt-get install nginx-light`; macOS: `brew install nginx`); without it the bots connect to the
+servers directly and the notebook goes on. Its own Redis and its own cluster. About 10 seconds.
+
+```mermaid
+flowchart LR
+    B["bots (a thread)"] -->|"one address: ws://127.0.0.1:port"| N["nginx<br/>compose/nginx.conf"]
+    N --> S0[server 0]
+    N --> S1[server 1]
+    N --> S2[server 2]
+    S0 <-->|"EVALSHA · simlib:events"| R[("Redis")]
+    S1 <--> R
+    S2 <--> R
+    SIM["simulate()<br/>REDIS_CLUSTER=1"] --> C0[("node 0<br/>slots 0–5460")]
+    SIM --> C1[("node 1<br/>slots 5461–10922")]
+    SIM --> C2[("node 2<br/>slots 10923–16383")]
+```
+#%% code
+import difflib
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import redis
+from redis.crc import key_slot
+
+from simlib.balancer import NGINX_CONF, nginx_available, start_nginx, upstream_port
+from simlib.config import Settings
+from simlib.keys import EVENTS_CHANNEL, LOBBY_CHANNEL
+from simlib.launch import start_players, start_server
+from simlib.roster import build_db, load_roster
+from simlib.runner import simulate
+from simlib.store import EmbeddedCluster, EmbeddedRedis
+from simlib.tutorial import CommandLog, PubSubTap, check, find, keys_frame, login, show
+#%% md
+## Part 1 · Three servers behind nginx
+
+Redis, the roster, and three game servers, each a process of its own (`mode="process"`, as
+the compose file's `--scale superhero_server=3` runs three containers). Each server subscribes
+once to `simlib:events`: that is how a server hears of a turn played through another server.
+#%% code
+redis_server = EmbeddedRedis().start()
+r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+build_db(r, load_roster())
+settings = Settings(redis_url=redis_server.url, server_sleep=0.0, lobby_timeout=1.0,
+                    websocket_host="127.0.0.1", websocket_port=0)
+servers = [start_server(settings, port=0, mode="process", name=f"server-{i}", stdout_level="WARNING")
+           for i in range(3)]
+ports = [s.port for s in servers]
+with CommandLog(r) as log:
+    listeners = dict(r.pubsub_numsub(EVENTS_CHANNEL))
+show(listeners, log, title=f"servers on ports {ports}: subscribers of {EVENTS_CHANNEL}", cli=True)
+#%% md
+## nginx in front
+
+`start_nginx` copies `compose/nginx.conf`, the file Docker Compose mounts into the nginx
+container, and changes four lines: `listen` (a free port of this machine); `resolver` and
+`set $superhero_server`, which look the servers up in Docker's DNS (an `upstream` block of the
+three loopback servers instead); and `access_log` (a file with the fields read below, plus temp
+folders nginx may write to). Everything else, the WebSocket upgrade headers and the hour-long
+timeouts for quiet lobby connections, is the compose deployment's. The diff shows exactly what
+changed.
+
+If nginx is not installed, the cell says so and the bots connect to the servers directly,
+bot *i* to server *i* mod 3, as in notebook 7.
+#%% code
+if nginx_available():
+    balancer = start_nginx(ports)
+    urls = balancer.url
+    print(f"nginx listens on {balancer.url} and hands each new connection to one of the ports {ports}\n")
+    compose_lines, rendered_lines = NGINX_CONF.read_text().splitlines(True), balancer.conf.read_text().splitlines(True)
+    print("".join(difflib.unified_diff(compose_lines, rendered_lines, "compose/nginx.conf", "rendered for this machine",
+                                       n=0)))
+else:
+    balancer = None
+    urls = [s.url for s in servers]
+    print("nginx is NOT installed here (Debian/Ubuntu: apt-get install nginx-light; macOS: brew install nginx).\n"
+          "No load balancer in this run: the bots connect to the three servers directly (bot i → server i mod 3).\n"
+          "Everything below still runs; the column 'nginx sent' stays empty.")
+#%% md
+## Bots through one address
+
+Twelve bots play three games each. With nginx they all know a single address, as the
+compose file's `player` containers know only `nginx:5678`. A tap on `lib.server.lobby` is
+started first: each server reports its counts there when it stops.
+#%% code
+tap = PubSubTap(r, LOBBY_CHANNEL).start()
+bots = start_players(urls, players=12, games=3, seed=8)
+assert bots.join(60), "the bots did not finish in time"
+assert not bots.failures and not bots.recorder.errors, bots.recorder.errors[:3]
+played = pd.DataFrame(bots.recorder.games)
+print(f"{played['game'].nunique()} games, {len(bots.recorder.attacks)} attacks, no bot errors")
+played.groupby("outcome")["game"].nunique().rename("games")
+#%% md
+## What each server did
+
+Stopping a server makes it publish one last record on `lib.server.lobby`, "Server … stopping",
+whose `task` holds its port, how many connections it accepted and how many attacks it
+handled. The table on the right shows the three `PUBLISH` commands.
+#%% code
+def stop_reports(messages):
+    """The servers' "Server … stopping" records among the tapped messages."""
+    return [m["json"]["task"] for m in messages if isinstance(m["json"], dict)
+            and str(m["json"].get("log_message", "")).startswith("Server ")
+            and "connections" in (m["json"].get("task") or {})]
+
+
+with CommandLog(r) as log:
+    for s in servers:
+        s.stop()
+    assert all(s.join(15) for s in servers), "a server did not stop"
+    assert tap.wait_for(lambda messages: len(stop_reports(messages)) == 3, timeout=15)
+tap.stop()
+reports = pd.DataFrame(stop_reports(tap.messages)).set_index("port").loc[ports]
+show(reports[["connections", "attacks"]], log, title="each server's report as it stopped (by port)")
+#%% md
+nginx writes one access-log line per connection when the connection closes; stopped
+gracefully (`stop()` sends SIGQUIT), it finishes and logs every open one first. Each line
+says which server (`upstream`) got the connection and on which route (`uri`).
+#%% code
+if balancer is not None:
+    balancer.stop()
+    assert balancer.join(15), "nginx did not stop"
+    access = pd.DataFrame(balancer.entries())
+    access["server"] = access["upstream"].map(upstream_port)
+    nginx_sent = access.groupby("server").size()
+    routes = pd.crosstab(access["uri"], access["server"], margins=True, margins_name="all")
+else:
+    access, nginx_sent, routes = None, pd.Series(dtype=int), "no nginx: no access log"
+per_server = pd.DataFrame({"connections (server's count)": reports["connections"],
+                           "nginx sent": nginx_sent.reindex(ports), "attacks": reports["attacks"]})
+per_server.index.name = "server port"
+per_server
+#%% code
+routes
+#%% code
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+per_server["connections (server's count)"].plot.bar(ax=axes[0], rot=0, color="tab:blue",
+                                                    title="connections per server")
+per_server["attacks"].plot.bar(ax=axes[1], rot=0, color="tab:red", title="attacks handled per server")
+axes[0].set_ylabel("connections")
+axes[1].set_ylabel("attacks")
+fig.tight_layout()
+#%% md
+What to look for: the servers' own counts equal what nginx sent them, and nginx's round-robin
+gives each server a third of the connections. The route table shows how the bots connect: each
+keeps one connection per route (login, find, hero, action) for its whole life, and opens a new
+lobby connection for every game (12 bots, 3 games each: 36 lobbies). So the attacks are less
+even: all of a bot's attacks go to the server that holds its action connection. And the players
+of one game wait for their turns in lobby connections on different servers. That works because
+every state change is a Lua script in the shared Redis, and every turn notice comes from a
+`simlib:events` message that all three servers hear.
+
+## Part 2 · A Redis Cluster
+
+`EmbeddedCluster(3)` starts three Valkey servers in cluster mode on loopback and gives each a
+third of the 16,384 hash slots. `CLUSTER SLOTS` asks any node for the map.
+#%% code
+cluster = EmbeddedCluster(3).start()
+nodes = [redis.Redis(port=node.port, decode_responses=True) for node in cluster.nodes]
+node_of_port = {node.port: i for i, node in enumerate(cluster.nodes)}
+with CommandLog(nodes[0]) as log:
+    slot_map = nodes[0].execute_command("CLUSTER", "SLOTS")
+ranges = [{"node": node_of_port[int(where[1])], "port": int(where[1]), "first slot": first, "last slot": last}
+          for first, last, where, *replicas in slot_map]
+slots = pd.DataFrame(ranges).set_index("node").sort_index()
+show(slots, log, title="CLUSTER SLOTS: which node serves which slots", cli=True)
+#%% code
+def node_of(key):
+    """The node (0, 1 or 2) that serves ``key``: its slot, looked up in the slot map."""
+    slot = key_slot(key.encode())
+    return int(slots.index[(slots["first slot"] <= slot) & (slot <= slots["last slot"])][0])
+#%% md
+## A key's slot
+
+`redis.crc.key_slot` computes a slot the way the server does: CRC16 of the key, modulo 16,384.
+When the key has a non-empty `{…}`, only that part is hashed: that is a **hash tag**, and
+keys with the same tag always share a slot. The server agrees (`CLUSTER KEYSLOT`).
+#%% code
+examples = ["superheros", "users", "games:players:2", "games:abc:status", "games:{abc}:status", "games:{abc}:logs",
+            "abc"]
+with CommandLog(nodes[0]) as log:
+    server_says = [nodes[0].cluster("keyslot", key) for key in examples]
+keyslots = pd.DataFrame({"key": examples, "key_slot (Python)": [key_slot(k.encode()) for k in examples],
+                         "CLUSTER KEYSLOT": server_says, "node": [node_of(k) for k in examples]})
+show(keyslots, log, title="slots of a few keys", cli=True)
+#%% md
+## A simulation on the cluster
+
+`Settings(redis_cluster=True)` (`REDIS_CLUSTER=1` in the environment) switches every per-game
+key to its hash-tagged form, `games:{<g>}:…`, and every client to a cluster client that sends
+each command to the node serving its key (`REDIS_URL` names any node). No worker runs, so
+every key stays. The counters are reset first, so that each node's `INFO commandstats` tells
+how much of the run's work it did.
+#%% code
+cluster_settings = Settings(redis_url=cluster.url, redis_cluster=True, server_sleep=0.0, lobby_timeout=1.0,
+                            websocket_host="127.0.0.1", websocket_port=0)
+for node in nodes:
+    node.config_resetstat()
+result = simulate(cluster_settings, players=12, games=3, workers=0, seed=8, progress=False, server_mode="thread")
+print(result.report())
+#%% md
+## Keys and work per node
+#%% code
+node_keys = {i: sorted(node.scan_iter(count=1000)) for i, node in enumerate(nodes)}
+per_node = pd.DataFrame([{"node": i, "port": cluster.nodes[i].port,
+                          "game keys games:{…}:…": sum(k.startswith("games:{") for k in keys),
+                          "other keys": sum(not k.startswith("games:{") for k in keys),
+                          "commands run": sum(v["calls"] for v in nodes[i].info("commandstats").values())}
+                         for i, keys in node_keys.items()]).set_index("node")
+per_node
+#%% code
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+per_node[["game keys games:{…}:…", "other keys"]].plot.bar(ax=axes[0], stacked=True, rot=0, title="keys per node")
+per_node["commands run"].plot.bar(ax=axes[1], rot=0, color="tab:purple", title="commands per node during the run")
+axes[0].set_ylabel("keys")
+axes[1].set_ylabel("commands (INFO commandstats)")
+fig.tight_layout()
+#%% md
+The games spread over the three nodes, since a game's slot comes from its random token; the
+few global keys sit wherever their names hash to (below). The commands follow the keys: a
+join or an attack runs on the node of its game.
+
+## One game lives on one node
+
+Take a completed game and look for its keys on every node: they are all on one node, and all
+in one slot, because they all carry the game token as their hash tag.
+#%% code
+g = result.games_frame().query("outcome == 'COMPLETE'")["game"].iloc[0]
+home = node_of(f"games:{{{g}}}:status")
+with CommandLog(nodes[home]) as log:
+    game_keys = keys_frame(nodes[home], f"games:{{{g}}}*", width=50)
+game_keys.insert(1, "slot", [key_slot(k.encode()) for k in game_keys["key"]])
+elsewhere = [k for i, keys in node_keys.items() if i != home for k in keys if f"{{{g}}}" in k]
+assert game_keys["slot"].nunique() == 1 and not elsewhere
+show(game_keys, log, title=f"node {home}: every key of game {g[:8]}…, slot {key_slot(g.encode())}; "
+                           f"on the other nodes: {len(elsewhere)}", max_rows=12)
+#%% md
+## Where the global keys live
+
+The keys every game shares keep their plain names, so they fall wherever their slot falls.
+Below, each is read on its own node, with every node watched by a `CommandLog` of its own;
+`cluster_table` puts the three tables together in execution order.
+#%% code
+def cluster_table(*logs):
+    """The CommandLogs of nodes 0, 1, 2 … as one table, in execution order (one clock: the
+    nodes all run on this machine)."""
+    parts = [log.table().assign(node=i, time=[e["time"] for e in log.entries]) for i, log in enumerate(logs)]
+    table = pd.concat(parts).sort_values("time", kind="stable")
+    table["ms"] = ((table["time"] - table["time"].min()) * 1000).round(2)
+    return table[["ms", "node", "who", "command"]].reset_index(drop=True)
+
+
+global_keys = ["superheros", "users", "games:players:2", "games:players:3", "games:participants"]
+rows = []
+with CommandLog(nodes[0]) as log0, CommandLog(nodes[1]) as log1, CommandLog(nodes[2]) as log2:
+    for key in global_keys:
+        node = nodes[node_of(key)]
+        kind = node.type(key)
+        size = {"hash": node.hlen, "list": node.llen, "zset": node.zcard}[kind](key)
+        rows.append({"key": key, "slot": key_slot(key.encode()), "node": node_of(key), "type": kind, "size": size})
+show(pd.DataFrame(rows), title="the global keys")
+cluster_table(log0, log1, log2)
+#%% md
+A plain client that asks the wrong node gets no value but a redirection, `MOVED <slot>
+<address of the right node>`, and the node runs nothing (so `MONITOR` shows nothing). A
+cluster client (`redis.cluster.RedisCluster`, which the servers use) follows the redirection
+and keeps the slot map, so it asks the right node from then on.
+#%% code
+wrong = (node_of("games:players:2") + 1) % 3
+try:
+    nodes[wrong].llen("games:players:2")
+except redis.exceptions.ResponseError as exc:
+    moved = exc
+print(f"node {wrong} answers LLEN games:players:2 with {type(moved).__name__}: {moved}")
+print(f"slot {key_slot(b'games:players:2')} is served by node {node_of('games:players:2')}, "
+      f"port {cluster.nodes[node_of('games:players:2')].port}")
+#%% md
+## Joining a game takes two steps on a cluster
+
+A Lua script (like a `MULTI`) may only touch keys of one slot. On one Redis, a join is one
+script over `games:players:<n>` and the game's keys; on a cluster they sit in different slots,
+so the join is two atomic steps (`docs/keyspace.md` tells the whole story):
+
+1. `cluster_seat.lua`, in the slot of `games:players:<n>`, takes a seat in the open lobby, or
+   opens one. The seat count is in `{games:players:<n>}:open`, whose hash tag puts it beside
+   the list; it is deleted when the lobby fills or times out.
+2. `cluster_join.lua`, in the game's slot, adds the member and a hero (from candidates the
+   server drew from `superheros`, yet another slot) and starts the game when the last seat is
+   taken.
+
+A lobby never gets more members than seats, because only step 1 hands seats out. Below,
+alice asks a game server on the cluster for a 2-player game while every node is watched.
+#%% code
+cluster_server = start_server(cluster_settings, port=0, stdout_level="WARNING")
+alice = login(cluster_server.url, "alice")["PAYLOAD"]["USER_TOKEN"]
+with CommandLog(nodes[0]) as log0, CommandLog(nodes[1]) as log1, CommandLog(nodes[2]) as log2:
+    joined = find(cluster_server.url, alice, 2)
+new_game = joined["PAYLOAD"]["GAME_TOKEN"]
+show(joined, title=f"alice's find: game {new_game[:8]}…, whose keys are on node {node_of(f'games:{{{new_game}}}')}")
+cluster_table(log0, log1, log2)
+#%% md
+Read it from the top (the `who` column: the game server's connection, or `lua (script)`):
+on the node of `games:players:2`, `EVALSHA` of the seat script, whose `RPUSH` and `HSET` open a
+new lobby (none was open); the server's first join also reads the roster once (`HGETALL
+superheros`) to draw hero candidates from. Then, on the game's node, the join script's `SET`,
+`SADD` and `HSET` on `games:{<g>}:…` keys; then `ZINCRBY games:participants` on that key's node.
+Last, the server's log record "Player Joined Game" goes out with a `PUBLISH` on the node it is
+connected to: on a cluster, a message published on any node reaches the subscribers of all.
+#%% md
+## Try it yourself
+
+**Exercise 1.** In part 1, which server handled the most attacks? Put its port (an `int`)
+in `answer1`.
+#%% code
+answer1 = ...  # your code here
+check(answer1, lambda a: reports["attacks"].get(a) == reports["attacks"].max(),
+      "reports has one row per server port, with an 'attacks' column");
+#%% md
+**Exercise 2.** Which cluster node (0, 1 or 2) holds the `users` hash? Work it out with
+`key_slot` and the `slots` table, and put the node number in `answer2`. The check asks that
+node.
+#%% code
+answer2 = ...  # your code here
+check(answer2, lambda a: a in (0, 1, 2) and nodes[a].exists("users") == 1,
+      "key_slot(b'users'), then the row of slots whose range holds it");
+#%% md
+**Exercise 3.** Without looking at any key of game `g`: in which slot is `games:{<g>}:logs`?
+Compute it from the game token alone and put it in `answer3`.
+#%% code
+answer3 = ...  # your code here
+check(answer3, key_slot(f"games:{{{g}}}:logs".encode()), "only the hash tag (the part in braces) is hashed");
+#%% md
+## Solutions
+#%% code
+answer1 = int(reports["attacks"].idxmax())
+assert check(answer1, lambda a: reports["attacks"].get(a) == reports["attacks"].max())
+
+slot = key_slot(b"users")
+answer2 = int(slots.index[(slots["first slot"] <= slot) & (slot <= slots["last slot"])][0])
+assert check(answer2, lambda a: a in (0, 1, 2) and nodes[a].exists("users") == 1)
+
+answer3 = key_slot(g.encode())
+assert check(answer3, key_slot(f"games:{{{g}}}:logs".encode()))
+#%% md
+## Clean up
+
+The part 1 servers have stopped already, `simulate` stopped its own, and nginx has stopped
+(`close()` would also kill it if it hung). Left: the cluster's game server, the cluster and
+Redis.
+#%% code
+cluster_server.stop()
+assert cluster_server.join(10), "the cluster's game server did not stop"
+if balancer is not None:
+    balancer.close()
+for client in (r, *nodes):
+    client.close()
+cluster.stop()
+redis_server.stop()
+cluster_server, balancer, redis_server
+'''
+
 NOTEBOOKS = {
     "01_heroes_in_redis.ipynb": NB01,
     "02_login_and_lobby.ipynb": NB02,
@@ -1370,6 +1750,7 @@ NOTEBOOKS = {
     "05_article_walkthrough.ipynb": NB05,
     "06_analytics.ipynb": NB06,
     "07_scaling.ipynb": NB07,
+    "08_scaling_out.ipynb": NB08,
 }
 
 

@@ -2,7 +2,7 @@
 
 The notebooks should read like a story, one step per cell, and each step should show
 the Redis commands it caused next to its result. The machinery for that lives here,
-written and tested once, instead of being pasted into seven notebooks:
+written and tested once, instead of being pasted into every notebook:
 
 * :class:`CommandLog` runs ``MONITOR`` on a connection of its own while a step runs.
   It ends with a marker (``ECHO <nonce>``) sent through an ordinary client and stops

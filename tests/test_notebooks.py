@@ -44,8 +44,8 @@ def kernel_manager_factory(tmp_path_factory):
 
 
 def test_there_are_notebooks():
-    """The series is there: seven numbered notebooks."""
-    assert [p.name[:2] for p in PATHS] == ["01", "02", "03", "04", "05", "06", "07"]
+    """The series is there: eight numbered notebooks."""
+    assert [p.name[:2] for p in PATHS] == ["01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 def test_stored_notebooks_match_the_generator():
