@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--server-mode", choices=("process", "thread"), default="process",
                      help="run servers as processes (default, uses more cores) or threads")
+    run.add_argument("--player-procs", type=int, default=1, metavar="P",
+                     help="spread the bots over P processes (default 1: a thread of this one; more use more cores)")
 
     server = sub.add_parser("server", help="run one game server in the foreground")
     server.add_argument("--host", default=None, help="interface (default WEBSOCKET_HOST)")
@@ -107,7 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     player.add_argument("--games", type=_games, default=None, help="games per bot (default CLIENT_GAMES)")
     player.add_argument("--seed", type=int, default=None, help="seed for the bots' choices")
     player.add_argument("--bot", choices=("fast", "v1"), default="v1", help="bot style (default v1)")
-    player.add_argument("--url", default=None, help="server URL (default ws://WEBSOCKET_HOST:WEBSOCKET_PORT)")
+    player.add_argument("--url", action="append", default=None,
+                        help="server URL (default ws://WEBSOCKET_HOST:WEBSOCKET_PORT); repeat it to spread "
+                             "the bots: bot i uses the i-th URL, round robin")
+    player.add_argument("--two-share", type=_share, default=0.6, metavar="P",
+                        help="share of each bot's games asked as 2-player games (default 0.6)")
+    _launcher_options(player)
+    # simlib.launch runs a run's bots as several of these: one name prefix and global
+    # bot indices keep names unique and seeds per bot; games and records come back
+    player.add_argument("--name-prefix", default=None, help=argparse.SUPPRESS)
+    player.add_argument("--index-offset", type=int, default=0, help=argparse.SUPPRESS)
+    player.add_argument("--progress-lines", action="store_true", help=argparse.SUPPRESS)
+    player.add_argument("--record", metavar="PATH", default=None, help=argparse.SUPPRESS)
 
     db = sub.add_parser("build-db", help="load the hero roster into Redis ('build-db pull' downloads it first)")
     db.add_argument("action", nargs="?", choices=("pull",), help="pull: download from the Super Hero API "
@@ -214,6 +227,8 @@ def _run(settings, args) -> int:
     from .runner import simulate  # noqa: PLC0415
     from .store import ensure_redis  # noqa: PLC0415
 
+    if not 1 <= args.player_procs <= args.players:
+        raise UserError(f"--player-procs must be between 1 and --players ({args.players}), got {args.player_procs}")
     settings, embedded = ensure_redis(settings)
     if embedded is not None:
         print(f"Embedded Redis at {embedded.url} (set REDIS_URL to use your own)", file=sys.stderr)
@@ -224,7 +239,7 @@ def _run(settings, args) -> int:
         setup_logging(settings, stdout_level="WARNING")  # pub/sub gets everything; the terminal stays readable
         result = simulate(settings, players=args.players, games=args.games, workers=args.workers,
                           servers=args.servers, seed=args.seed, style=args.bot, progress=not args.no_progress,
-                          server_mode=args.server_mode, two_share=args.two_share)
+                          server_mode=args.server_mode, two_share=args.two_share, player_procs=args.player_procs)
         if args.json:
             print(json.dumps(result.summary(), indent=2))
         else:
@@ -305,20 +320,33 @@ def _worker(settings, args) -> int:
 
 def _player(settings, args) -> int:
     from . import aio  # noqa: PLC0415
-    from .player import BOTS, Recorder, play_all, run_id  # noqa: PLC0415
+    from .launch import GAME  # noqa: PLC0415
+    from .player import Recorder, make_bots, play_all  # noqa: PLC0415
 
     games = settings.client_games if args.games is None else args.games
-    url = args.url or settings.websocket_url
+    urls = args.url or [settings.websocket_url]
     recorder = Recorder()
-    prefix = f"bot-{run_id()}-"
-    bots = [BOTS[args.bot](url, f"{prefix}{i:04d}", games, seed=args.seed, index=i, recorder=recorder)
-            for i in range(args.players)]
-    failures = aio.run(play_all(bots))
-    done = len(recorder.games)
-    print(f"{args.players} bot(s) played {done} games, {len(recorder.attacks)} attacks, "
-          f"{len(recorder.errors)} errors", file=sys.stderr)
+    if args.progress_lines:
+        recorder.on_game = lambda row: print(GAME, json.dumps(row), flush=True)
+    bots = make_bots(urls, args.players, games, style=args.bot, seed=args.seed, prefix=args.name_prefix,
+                     offset=args.index_offset, recorder=recorder, two_share=args.two_share)
+    if args.announce:  # the launcher's stop (SIGTERM) or its end: finish the current game
+        def stop(*_):
+            for b in bots:
+                b.stop()
+        signal.signal(signal.SIGTERM, stop)
+        _stop_with_parent(stop)
+        _announce(args, len(bots))
+    try:
+        failures = aio.run(play_all(bots))
+    finally:
+        if args.record:
+            recorder.dump(args.record)
+    if not args.announce:  # a launcher reports for its children
+        print(f"{args.players} bot(s) played {len(recorder.games)} games, {len(recorder.attacks)} attacks, "
+              f"{len(recorder.errors)} errors", file=sys.stderr)
     if failures:
-        raise UserError(f"{len(failures)} bot(s) stopped early: {failures[0]} (is a server at {url}?)")
+        raise UserError(f"{len(failures)} bot(s) stopped early: {failures[0]} (is a server at {', '.join(urls)}?)")
     return 0
 
 

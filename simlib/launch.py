@@ -8,10 +8,14 @@ and a script that starts one needs no ``if __name__ == "__main__"`` guard.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import aio
@@ -23,6 +27,8 @@ __all__ = ["Handle", "start_server", "start_worker", "start_players"]
 
 #: The line a part started with ``--announce`` prints once it is ready.
 READY = "SIMLIB-READY"
+#: The line a ``simlib player --progress-lines`` prints, with the row as JSON, per finished game.
+GAME = "SIMLIB-GAME"
 
 
 class Handle:
@@ -123,6 +129,50 @@ def start_worker(settings: Settings, *, mode: str = "thread", name: str | None =
     return _process_handle(name, ["worker"], settings, stdout_level, timeout)
 
 
+class _Child:
+    """``simlib <args> --announce`` as a child process; a thread reads its stdout, keeps
+    the ready line and passes every other line to ``on_line`` (default: this process's
+    stdout)."""
+
+    def __init__(self, name: str, args: list[str], settings: Settings, stdout_level: str | None = None,
+                 on_line: Callable[[str], Any] | None = None):
+        cmd = [sys.executable, "-m", "simlib.cli", *args, "--announce"]
+        if stdout_level:
+            cmd += ["--stdout-level", stdout_level]
+        self.name = name
+        # stdin is a pipe we never write to: when this process ends, the child sees EOF and
+        # stops. Its own session keeps a terminal's Ctrl-C away from it: the launcher stops
+        # its parts in order (bots first), which a simultaneous SIGINT to all would defeat.
+        self.proc = subprocess.Popen(cmd, env=child_env(settings), stdout=subprocess.PIPE, stderr=None,
+                                     stdin=subprocess.PIPE, text=True, start_new_session=True)
+        self._ready = threading.Event()
+        self._announced: list[str] = []
+        self.pump = threading.Thread(target=self._read, args=(on_line,), name=f"{name}-stdout", daemon=True)
+        self.pump.start()
+
+    def _read(self, on_line) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            if not self._ready.is_set() and line.startswith(READY):
+                self._announced.append(line.split()[1] if len(line.split()) > 1 else "")
+                self._ready.set()
+                continue
+            (on_line or sys.stdout.write)(line)
+        self._ready.set()  # the child ended before it was ready: wake the waiter
+
+    def ready(self, timeout: float) -> str:
+        """Wait (bounded) for the ready line and return what it announced; a child that
+        does not get there is killed."""
+        if not self._ready.wait(timeout) or not self._announced:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise RuntimeError(f"{self.name} did not start within {timeout:g} s (exit code {self.proc.returncode})")
+        return self._announced[0]
+
+    def join(self, timeout: float | None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+
+
 def _process_handle(name: str, args: list[str], settings: Settings, stdout_level: str | None, timeout: float,
                     **info) -> Handle:
     """Run ``simlib <args> --announce`` and wait (bounded) for its ready line.
@@ -130,72 +180,107 @@ def _process_handle(name: str, args: list[str], settings: Settings, stdout_level
     The child's other output is passed through to this process's stdout."""
     if not settings.redis_url:
         raise RuntimeError("a part started as a process needs settings with a redis_url")
-    cmd = [sys.executable, "-m", "simlib.cli", *args, "--announce"]
-    if stdout_level:
-        cmd += ["--stdout-level", stdout_level]
-    # stdin is a pipe we never write to: when this process ends, the child sees EOF and
-    # stops. Its own session keeps a terminal's Ctrl-C away from it: the launcher stops
-    # its parts in order (bots first), which a simultaneous SIGINT to all would defeat.
-    proc = subprocess.Popen(cmd, env=child_env(settings), stdout=subprocess.PIPE, stderr=None,
-                            stdin=subprocess.PIPE, text=True, start_new_session=True)
-    ready = threading.Event()
-    announced: list[str] = []
-
-    def pump():
-        for line in proc.stdout:  # type: ignore[union-attr]
-            if not ready.is_set() and line.startswith(READY):
-                announced.append(line.split()[1] if len(line.split()) > 1 else "")
-                ready.set()
-                continue
-            sys.stdout.write(line)
-        ready.set()  # the child ended before it was ready: wake the waiter
-
-    threading.Thread(target=pump, name=f"{name}-stdout", daemon=True).start()
-    if not ready.wait(timeout) or not announced:
-        proc.kill()
-        proc.wait(5)
-        raise RuntimeError(f"{name} did not start within {timeout:g} s (exit code {proc.returncode})")
-
-    def join(t):
-        try:
-            proc.wait(t)
-        except subprocess.TimeoutExpired:
-            pass
-
-    handle = Handle(name, "process", proc.terminate, join, lambda: proc.poll() is None, pid=proc.pid, **info)
+    child = _Child(name, args, settings, stdout_level)
+    announced = child.ready(timeout)
+    proc = child.proc
+    handle = Handle(name, "process", proc.terminate, child.join, lambda: proc.poll() is None, pid=proc.pid, **info)
     if args[0] == "server":
-        handle.port = int(announced[0])
+        handle.port = int(announced)
         handle.url = f"ws://{info.get('host', '127.0.0.1')}:{handle.port}"
     return handle
 
 
 def start_players(urls: list[str] | str, players: int, games: int, *, seed: int | None = None,
                   style: str = "fast", recorder=None, name_prefix: str | None = None,
-                  two_share: float = 0.6) -> Handle:
-    """Start ``players`` bots in one thread (one event loop); bot i uses ``urls[i % len]``.
-
-    ``handle.recorder`` fills as games end; ``handle.bots`` are the bots.
+                  two_share: float = 0.6, procs: int = 1, settings: Settings | None = None,
+                  timeout: float = 30.0) -> Handle:
+    """Start ``players`` bots; bot i uses ``urls[i % len]``. ``procs`` = 1: in one thread
+    (one event loop), and ``handle.recorder`` fills as games end. ``procs`` > 1: spread
+    over that many ``simlib player`` processes (with ``settings``' environment, default
+    from the environment), which play the same bots as one thread would; ``recorder.on_game``
+    is called as they finish games, and ``handle.recorder`` holds their records once all
+    have ended. ``stop()`` lets every bot finish its current game.
     """
-    from .player import BOTS, Recorder, play_all, run_id  # noqa: PLC0415
+    from .player import Recorder, make_bots, play_all, run_id  # noqa: PLC0415
 
+    if not 1 <= procs <= players:
+        raise ValueError(f"procs must be between 1 and players ({players}), got {procs}")
     urls = [urls] if isinstance(urls, str) else list(urls)
     recorder = recorder or Recorder()
     prefix = name_prefix or f"bot-{run_id()}-"
-    cls = BOTS[style]
-    bots = [cls(urls[i % len(urls)], f"{prefix}{i:04d}", games, seed=seed, index=i, recorder=recorder,
-                two_share=two_share) for i in range(players)]
+    if procs > 1:
+        return _player_processes(urls, players, games, procs, recorder, prefix, settings or Settings.from_env(),
+                                 timeout, ["--bot", style, "--two-share", repr(two_share)]
+                                 + ([f"--seed={seed}"] if seed is not None else []))
+    bots = make_bots(urls, players, games, style=style, seed=seed, prefix=prefix, recorder=recorder,
+                     two_share=two_share)
 
     class _Group:
         def stop(self):
             for b in bots:
                 b.stop()
 
-    group = _Group()
-    handle: Handle
     failures: list = []
 
     def target():
         failures.extend(aio.run(play_all(bots)))
 
-    handle = _thread_handle(f"{prefix}players", group, target, recorder=recorder, bots=bots, failures=failures)
-    return handle
+    return _thread_handle(f"{prefix}players", _Group(), target, recorder=recorder, bots=bots, failures=failures)
+
+
+def _player_processes(urls: list[str], players: int, games: int, procs: int, recorder, prefix: str,
+                      settings: Settings, timeout: float, options: list[str]) -> Handle:
+    """Bots ``players * k // procs`` up to the next share in child k. A child prints one
+    line per finished game (the caller's progress) and dumps its records to a file when
+    it ends; a thread waits for every child, then merges the files into ``recorder``.
+    The handle is a thread handle, so it waits on an Event (see :func:`_thread_handle`)."""
+    tmp = tempfile.TemporaryDirectory(prefix="simlib-players-")
+    records = [Path(tmp.name, f"{k}.json") for k in range(procs)]
+
+    def on_line(line: str) -> None:
+        if not line.startswith(GAME):
+            sys.stdout.write(line)
+        elif recorder.on_game is not None:
+            recorder.on_game(json.loads(line[len(GAME):]))
+
+    children: list[_Child] = []
+    try:
+        for k in range(procs):
+            lo, hi = players * k // procs, players * (k + 1) // procs
+            args = ["player", "--players", str(hi - lo), f"--games={games}", "--name-prefix", prefix,
+                    "--index-offset", str(lo), "--progress-lines", "--record", str(records[k]), *options,
+                    *(x for url in urls for x in ("--url", url))]
+            children.append(_Child(f"{prefix}players-{k}", args, settings, on_line=on_line))
+        for child in children:  # all started first: they start up side by side
+            child.ready(timeout)
+    except BaseException:  # one did not start, or Ctrl-C: the others finish their games (SIGTERM)
+        for child in children:
+            child.proc.terminate()
+        for child in children:
+            child.join(30)
+        tmp.cleanup()
+        raise
+
+    class _Group:
+        def stop(self):  # a child takes SIGTERM as "finish the current game"
+            for child in children:
+                child.proc.terminate()
+
+    failures: list = []
+
+    def target():
+        try:
+            for child in children:
+                child.join(None)
+                child.pump.join()  # every progress line read
+                if child.proc.returncode:
+                    failures.append(RuntimeError(f"{child.name} exited with code {child.proc.returncode}"))
+            recorder.merge(path for path in records if path.exists())
+            missing = [c.name for c, path in zip(children, records) if not path.exists()]
+            if missing:
+                raise RuntimeError(f"{', '.join(missing)} ended without writing records")
+        finally:
+            tmp.cleanup()
+
+    return _thread_handle(f"{prefix}players", _Group(), target, recorder=recorder, failures=failures,
+                          pids=[c.proc.pid for c in children])

@@ -20,8 +20,9 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -29,7 +30,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from . import aio
 from . import protocol as P
 
-__all__ = ["Bot", "V1Bot", "FastBot", "Recorder", "participant_deck", "BotError", "play_all"]
+__all__ = ["Bot", "V1Bot", "FastBot", "Recorder", "participant_deck", "BotError", "play_all", "make_bots"]
 
 
 class BotError(RuntimeError):
@@ -60,6 +61,9 @@ class Recorder:
     turn_latencies: list[float] = field(default_factory=list)
     #: monotonic time of each attack reply, for rates over a window
     attack_times: list[float] = field(default_factory=list)
+    #: (game, monotonic time) of each turn notice: with ``attack_times``, what
+    #: :meth:`merge` recomputes turn latencies from
+    turns: list[tuple[str, float]] = field(default_factory=list)
     _acted: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -82,14 +86,42 @@ class Recorder:
 
     def turn(self, game: str) -> None:
         """A turn notice arrived: close the latency opened by the game's last action."""
+        now = time.monotonic()
         with self._lock:
+            self.turns.append((game, now))
             acted = self._acted.pop(game, None)
             if acted is not None:
-                self.turn_latencies.append(time.monotonic() - acted)
+                self.turn_latencies.append(now - acted)
 
     def error(self, text: str) -> None:
         with self._lock:
             self.errors.append(text)
+
+    _SHARED = ("games", "attacks", "errors", "attack_times", "turns")
+
+    def dump(self, path: str | Path) -> None:
+        """Write the records as JSON, for the process that launched these bots to :meth:`merge`."""
+        with self._lock:
+            Path(path).write_text(json.dumps({k: getattr(self, k) for k in self._SHARED}))
+
+    def merge(self, paths: Iterable[str | Path]) -> None:
+        """Add the records other processes dumped. Turn latencies are recomputed from every
+        attack and turn notice: a game's players may sit in different processes, each of
+        which saw only half of a turn (monotonic time is one clock for a whole machine)."""
+        with self._lock:
+            for path in paths:
+                data = json.loads(Path(path).read_text())
+                for k in self._SHARED:
+                    getattr(self, k).extend(data[k])
+            events = sorted([(t, 0, a["PAYLOAD"]["GAME_TOKEN"]) for a, t in zip(self.attacks, self.attack_times)]
+                            + [(t, 1, game) for game, t in self.turns])
+            acted: dict[str, float] = {}
+            self.turn_latencies[:] = []
+            for t, is_turn, game in events:  # as turn() does, in time order across processes
+                if not is_turn:
+                    acted[game] = t
+                elif game in acted:
+                    self.turn_latencies.append(t - acted.pop(game))
 
 
 async def _request(ws: ClientConnection, frame: dict) -> dict:
@@ -294,6 +326,17 @@ BOTS = {"v1": V1Bot, "fast": FastBot}
 
 def run_id() -> str:
     return os.urandom(3).hex()
+
+
+def make_bots(urls: list[str], players: int, games: int, *, style: str = "fast", seed: int | None = None,
+              prefix: str | None = None, offset: int = 0, recorder: Recorder | None = None,
+              two_share: float = 0.6) -> list[Bot]:
+    """Bots ``offset`` to ``offset + players - 1`` of a run. Bot i is named by i, seeded from
+    ``seed`` and i, and uses ``urls[i % len(urls)]``, so a run's bots are the same bots
+    whether one process plays them all or several play a share each."""
+    prefix = prefix or f"bot-{run_id()}-"
+    return [BOTS[style](urls[i % len(urls)], f"{prefix}{i:04d}", games, seed=seed, index=i, recorder=recorder,
+                        two_share=two_share) for i in range(offset, offset + players)]
 
 
 async def play_all(bots: list[Bot], *, stop: asyncio.Event | None = None) -> list[BaseException]:

@@ -131,10 +131,11 @@ class RunResult:
 def simulate(settings: Settings | None = None, *, players: int = 10, games: int | None = None, workers: int = 1,
              servers: int = 1, seed: int | None = None, style: str = "fast", progress: bool = True,
              server_mode: str = "process", stop: threading.Event | None = None,
-             two_share: float = 0.6, stdout_level: str | None = "WARNING") -> RunResult:
+             two_share: float = 0.6, stdout_level: str | None = "WARNING", player_procs: int = 1) -> RunResult:
     """Run a whole simulation and return its result (see module doc).
 
     ``games`` defaults to CLIENT_GAMES; -1 plays until ``stop`` is set (or Ctrl-C).
+    ``player_procs`` > 1 spreads the bots over that many processes (more cores).
     Server ``i`` listens on WEBSOCKET_PORT + i when WEBSOCKET_PORT is set, else on a free port.
     ``stdout_level`` keeps server processes quiet on the terminal under the progress
     bar; pub/sub still gets every record at LOG_LEVEL.
@@ -145,6 +146,8 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
         raise ValueError("need at least 1 player and 1 server, and 0 or more workers")
     if games == 0 or games < -1:
         raise ValueError("games must be a positive number, or -1 for no limit")
+    if not 1 <= player_procs <= players:
+        raise ValueError("player_procs must be between 1 and players")
     embedded: EmbeddedRedis | None = None
     handles: dict[str, list[Handle]] = {"players": [], "servers": [], "workers": []}
     recorder = Recorder()
@@ -180,7 +183,7 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
             recorder.on_game = tick
         started = time.time()
         bots = start_players(urls, players, games, seed=seed, style=style, recorder=recorder,
-                             two_share=two_share)
+                             two_share=two_share, procs=player_procs, settings=settings)
         handles["players"] = [bots]
         try:
             while not bots.join(0.5):  # bounded waits keep Ctrl-C responsive
