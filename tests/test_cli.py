@@ -201,3 +201,24 @@ def test_ctrl_c_stops_everything_cleanly(redis_server, r):
     assert "Traceback" not in err
     assert [c for c in children if Path(f"/proc/{c}").exists()
             and "simlib" in Path(f"/proc/{c}/cmdline").read_text()] == []
+
+
+def test_simlib_redis_prints_a_url_that_answers_and_stops_on_ctrl_c():
+    """`simlib redis` prints the URL of a server that answers PING; Ctrl-C stops that server."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "simlib", "redis"], env=clean_env(), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("redis://127.0.0.1:") and not url.startswith("redis://127.0.0.1:6379/")
+        client = redis.Redis.from_url(url, socket_connect_timeout=5)
+        assert client.ping()
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
