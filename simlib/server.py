@@ -86,6 +86,8 @@ class GameServer:
         self._users_seen = 0
         self._redis: redis.asyncio.Redis | None = None
         self._scripts: dict = {}
+        self._routes = {P.LOGIN: self._login, P.FIND: self._find, P.LOBBY: self._lobby,
+                        P.HERO: self._hero, P.ACTION: self._action}
 
     # -- life cycle ----------------------------------------------------------
     def run(self) -> None:
@@ -153,10 +155,7 @@ class GameServer:
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
         route = ws.request.path.split("?", 1)[0].rstrip("/")
-        handler = {
-            P.LOGIN: self._login, P.FIND: self._find, P.LOBBY: self._lobby,
-            P.HERO: self._hero, P.ACTION: self._action,
-        }.get(route)
+        handler = self._routes.get(route)
         try:
             if handler is None:
                 await ws.send(P.dumps(P.error_frame("UNKNOWN ROUTE", "UNKNOWN_ROUTE",
@@ -191,20 +190,13 @@ class GameServer:
         if token not in self._users:
             raise P.ProtocolError("UNKNOWN USER TOKEN", "UNKNOWN_USER_TOKEN", "USER_TOKEN does not name a user; log in first")
 
-    async def _membership(self, game: str, user: str, hash_key: str | None = None):
-        """The game's status, after checking that ``user`` is a member; with ``hash_key``,
-        ``(status, that hash)`` read in the same round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(self.keys.status(game))
-            pipe.sismember(self.keys.game(game), user)
-            if hash_key is not None:
-                pipe.hgetall(hash_key)
-            status, member, *rest = await pipe.execute()
+    @staticmethod
+    def _check_member(status: str | None, member: bool) -> None:
+        """Reject a request naming a game that does not exist, or a user not in it."""
         if status is None:
             raise P.ProtocolError("UNKNOWN GAME TOKEN", "UNKNOWN_GAME_TOKEN", "GAME_TOKEN does not name a game")
         if not member:
             raise P.ProtocolError("USER NOT IN THIS GAME", "NOT_A_MEMBER", "USER_TOKEN is not a member of this game")
-        return (status, rest[0]) if hash_key is not None else status
 
     # -- routes ------------------------------------------------------------------
     async def _login(self, req: dict) -> list[dict]:
@@ -282,7 +274,12 @@ class GameServer:
 
     async def _hero(self, req: dict) -> list[dict]:
         game, user = req["GAME_TOKEN"], req["USER_TOKEN"]
-        _, hero = await self._membership(game, user, self.keys.hero(game, user))
+        async with self._redis.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.get(self.keys.status(game))
+            pipe.sismember(self.keys.game(game), user)
+            pipe.hgetall(self.keys.hero(game, user))
+            status, member, hero = await pipe.execute()
+        self._check_member(status, member)
         if not hero:  # the worker's expiry got there first
             raise P.ProtocolError("HERO NOT AVAILABLE", "HERO_GONE", "this game's hero records have been cleaned up")
         return [P.hero_spec(game, user, hero)]
@@ -422,11 +419,7 @@ class GameServer:
             pipe.smembers(self.keys.game(game))
             status, order, turns, members = await pipe.execute()
         if user is not None:
-            if status is None:
-                raise P.ProtocolError("UNKNOWN GAME TOKEN", "UNKNOWN_GAME_TOKEN", "GAME_TOKEN does not name a game")
-            if user not in members:
-                raise P.ProtocolError("USER NOT IN THIS GAME", "NOT_A_MEMBER",
-                                      "USER_TOKEN is not a member of this game")
+            self._check_member(status, user in members)
         return {"status": status, "order": order, "turns": turns, "members": sorted(members)}
 
     async def _send_start(self, lobby: _Lobby, state: dict) -> None:
