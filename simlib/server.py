@@ -290,7 +290,7 @@ class GameServer:
         result = await self._scripts["action"](
             keys=[k.status(game), k.game(game), k.order(game), k.logs(game), k.hero(game, user),
                   k.hero(game, enemy or user)],
-            args=[game, user, enemy or "", P.timestamp(), "", k.events_channel,
+            args=[game, user, enemy or "", P.timestamp(), k.events_channel,
                   "1" if self.settings.server_sleep > 0 else "0", self._combat_channel()])
         kind = result[0]
         if kind == "ERR":

@@ -220,7 +220,7 @@ def test_no_enemy_record_bytes_equal_the_lua_reply(r, keys, client):
     kind, record = script(
         keys=[keys.status(g.token), keys.game(g.token), keys.order(g.token), keys.logs(g.token),
               keys.hero(g.token, winner), keys.hero(g.token, winner)],
-        args=[g.token, winner, "", ts, "", keys.events_channel, "0", ""])
+        args=[g.token, winner, "", ts, keys.events_channel, "0", ""])
 
     assert kind == "NA"
     assert record == P.dumps(P.no_enemy_left(ts, g.token, winner))

@@ -2,8 +2,8 @@
 -- KEYS (one game's, so one hash slot on a cluster): [1] status, [2] members, [3] order,
 -- [4] logs, [5] the user's hero hash, [6] the enemy's hero hash (the user's if no enemy)
 -- ARGV[1] game, ARGV[2] user, ARGV[3] enemy ('' = none), ARGV[4] timestamp,
--- ARGV[5] (unused), ARGV[6] events channel, ARGV[7] '1' to pause between turns,
--- ARGV[8] combat log channel ('' = do not publish): the record goes out as the log
+-- ARGV[5] events channel, ARGV[6] '1' to pause between turns,
+-- ARGV[7] combat log channel ('' = do not publish): the record goes out as the log
 -- transport's message (level, timestamp, name, log_message, task), in this round trip
 -- Returns {'ERR', status, code} | {'NA', record} | {'OK', record, living, next user or winner, log length}
 local game, user, enemy, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -58,8 +58,8 @@ local record = '{"TIMESTAMP": "' .. ts .. '", "PAYLOAD": {"GAME_TOKEN": "' .. ga
   string.format('%d', prior - post) .. ', "ENEMY_HEALTH_PRIOR": ' .. string.format('%d', prior) ..
   ', "ENEMY_HEALTH_POST": ' .. string.format('%d', post) .. '}}}'
 local n = redis.call('RPUSH', logs, record)
-if ARGV[8] ~= '' then
-  redis.call('PUBLISH', ARGV[8], '{"level": "INFO", "timestamp": "' .. ts .. '", "name": "' .. ARGV[8] ..
+if ARGV[7] ~= '' then
+  redis.call('PUBLISH', ARGV[7], '{"level": "INFO", "timestamp": "' .. ts .. '", "name": "' .. ARGV[7] ..
     '", "log_message": "Attack Completed", "task": ' .. record .. '}')
 end
 
@@ -71,9 +71,9 @@ local living = redis.call('LLEN', order)
 local head = redis.call('LINDEX', order, 0)
 if living <= 1 then
   redis.call('SET', status_key, 'Completed')
-  redis.call('PUBLISH', ARGV[6], '{"t":"complete","g":"' .. game .. '","u":"' .. head .. '","n":' .. n .. '}')
+  redis.call('PUBLISH', ARGV[5], '{"t":"complete","g":"' .. game .. '","u":"' .. head .. '","n":' .. n .. '}')
 else
-  redis.call('SET', status_key, ARGV[7] == '1' and 'In-Progress' or 'Waiting Player')
-  redis.call('PUBLISH', ARGV[6], '{"t":"turn","g":"' .. game .. '","u":"' .. head .. '","n":' .. n .. '}')
+  redis.call('SET', status_key, ARGV[6] == '1' and 'In-Progress' or 'Waiting Player')
+  redis.call('PUBLISH', ARGV[5], '{"t":"turn","g":"' .. game .. '","u":"' .. head .. '","n":' .. n .. '}')
 end
 return {'OK', record, living, head, n}
