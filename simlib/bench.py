@@ -27,7 +27,7 @@ from importlib import metadata
 from . import aio
 from .config import Settings
 from .keys import LOBBY_CHANNEL, Keyspace
-from .launch import READY, start_players, start_server, start_worker
+from .launch import READY, start_players, start_server
 from .player import Recorder
 from .roster import build_db, load_roster
 from .store import EmbeddedRedis, child_env, connect

@@ -34,6 +34,8 @@ environment (also read from a .env file in the current folder):
   LOGGER_MODULE           redis (stdout + pub/sub, the default) or default (stdout only)
   LOG_LEVEL               DEBUG, INFO (default), WARNING, ERROR
   API_TOKEN               Super Hero API token, for 'build-db pull' only
+  SUPERHERO_API_URL       the API's base URL (https://superheroapi.com/api)
+  REDIS_CLUSTER           1 = hash-tagged keys for a Redis Cluster (REDIS_URL names any node)
 """
 
 
@@ -202,16 +204,20 @@ def _explain(exc: BaseException) -> str | None:
     from .roster import RosterError  # noqa: PLC0415
     from .store import RedisUnavailable  # noqa: PLC0415
 
-    if isinstance(exc, (SettingsError, RosterError, RedisUnavailable)):
+    from .launch import PartStartError  # noqa: PLC0415
+
+    if isinstance(exc, (SettingsError, RosterError, RedisUnavailable, PartStartError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return f"a port is already in use ({exc.strerror}); set WEBSOCKET_PORT to a free port, or 0 for any"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"cannot write or read {exc.filename}: {exc.strerror}"
     import redis  # noqa: PLC0415
 
+    if isinstance(exc, redis.AuthenticationError):  # a ConnectionError too: test it first
+        return f"Redis refused the credentials: {exc}"
     if isinstance(exc, redis.ConnectionError):
         return f"cannot reach Redis: {exc}"
-    if isinstance(exc, redis.AuthenticationError):
-        return f"Redis refused the credentials: {exc}"
     return None
 
 
@@ -233,7 +239,6 @@ def _run(settings, args) -> int:
     if embedded is not None:
         print(f"Embedded Redis at {embedded.url} (set REDIS_URL to use your own)", file=sys.stderr)
     try:
-        logging.getLogger("lib").setLevel(settings.log_level)
         from .logs import setup_logging  # noqa: PLC0415
 
         setup_logging(settings, stdout_level="WARNING")  # pub/sub gets everything; the terminal stays readable
@@ -260,6 +265,7 @@ def _run(settings, args) -> int:
 
 
 def _server(settings, args) -> int:
+    from .keys import Keyspace  # noqa: PLC0415
     from .logs import setup_logging  # noqa: PLC0415
     from .runner import ensure_roster  # noqa: PLC0415
     from .server import GameServer  # noqa: PLC0415
@@ -274,7 +280,7 @@ def _server(settings, args) -> int:
         with connect(settings) as client:
             if embedded is not None:
                 ensure_roster(client)
-            elif client.hlen("superheros") == 0:
+            elif client.hlen(Keyspace(cluster=settings.redis_cluster).superheros) == 0:
                 logging.getLogger("lib.server.lobby").warning("No heroes loaded: run 'simlib build-db' first")
         server = GameServer(settings, host=args.host, port=args.port)
         if args.announce:
@@ -301,7 +307,6 @@ def _worker(settings, args) -> int:
     _need_redis(settings, "the worker")
     setup_logging(settings, stdout_level=args.stdout_level)
     worker = Worker(settings)
-    import signal  # noqa: PLC0415
 
     # SIGTERM (docker stop, a launcher): finish the tasks already published; Ctrl-C: now
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=worker.stop, daemon=True).start())

@@ -1,6 +1,7 @@
 """Settings from the environment (and a ``.env`` file), defaults in one place.
 
-The variable names are the original simulator's (see ``docs/configuration.md``).
+The variable names are the original simulator's (the README's "Configuration" table);
+``SUPERHERO_API_URL`` (the API's base URL) is ours, for tests and mirrors.
 Two defaults differ on purpose, because the original's made the kit crawl or
 left the worker deaf:
 

@@ -23,7 +23,7 @@ from .config import Settings
 from .logs import setup_logging
 from .store import child_env
 
-__all__ = ["Handle", "start_server", "start_worker", "start_players"]
+__all__ = ["Handle", "PartStartError", "start_server", "start_worker", "start_players"]
 
 #: The line a part started with ``--announce`` prints once it is ready.
 READY = "SIMLIB-READY"
@@ -66,7 +66,26 @@ class Handle:
         return f"<Handle {self.name} ({self.kind}) {'running' if self.alive else 'ended'}{extra}>"
 
 
-def _thread_handle(name: str, part, target: Callable[[], Any], **info) -> Handle:
+class PartStartError(RuntimeError):
+    """A part did not get ready (its own error says why); shown to users as one line."""
+
+
+def _start_thread(name: str, part, target: Callable[[], Any], ready: threading.Event, timeout: float,
+                  what: str, **info) -> Handle:
+    """Run ``target`` in a thread and return once ``ready`` is set, or raise
+    :class:`PartStartError` as soon as the thread ends without getting there."""
+    wake = threading.Event()
+    threading.Thread(target=lambda: ready.wait(timeout) and wake.set(), name=f"{name}-ready", daemon=True).start()
+    handle = _thread_handle(name, part, target, wake=wake, **info)
+    wake.wait(timeout)
+    if not ready.is_set():
+        handle.stop()
+        raise PartStartError(f"{what} did not start: {handle.error or f'not ready within {timeout:g} s'}")
+    return handle
+
+
+def _thread_handle(name: str, part, target: Callable[[], Any], wake: threading.Event | None = None,
+                   **info) -> Handle:
     handle: Handle
     # An Event, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C marks the
     # thread as stopped while it still runs, and every later join returns at once.
@@ -79,6 +98,8 @@ def _thread_handle(name: str, part, target: Callable[[], Any], **info) -> Handle
             handle.error = exc
         finally:
             done.set()
+            if wake is not None:
+                wake.set()
 
     thread = threading.Thread(target=body, name=name, daemon=True)
     handle = Handle(name, "thread", part.stop, done.wait, lambda: not done.is_set(), part=part, **info)
@@ -100,10 +121,8 @@ def start_server(settings: Settings, *, host: str = "127.0.0.1", port: int | Non
     if mode == "thread":
         setup_logging(settings, stdout_level=stdout_level)  # threads share this process's logging
         server = GameServer(settings, host=host, port=port, name=name)
-        handle = _thread_handle(server.name, server, lambda: aio.run(server.serve()), host=host)
-        if not server.ready.wait(timeout):
-            handle.stop()
-            raise RuntimeError(f"game server did not start: {handle.error or 'timed out'}")
+        handle = _start_thread(server.name, server, lambda: aio.run(server.serve()), server.ready, timeout,
+                               "the game server", host=host)
         handle.port = server.port
         handle.url = f"ws://{host}:{server.port}"
         return handle
@@ -120,11 +139,7 @@ def start_worker(settings: Settings, *, mode: str = "thread", name: str | None =
     if mode == "thread":
         setup_logging(settings, stdout_level=stdout_level)
         worker = Worker(settings, name=name)
-        handle = _thread_handle(worker.name, worker, worker.run)
-        if not worker.ready.wait(timeout):
-            handle.stop()
-            raise RuntimeError(f"worker did not start: {handle.error or 'timed out'}")
-        return handle
+        return _start_thread(worker.name, worker, worker.run, worker.ready, timeout, "the worker")
     name = name or "worker"
     return _process_handle(name, ["worker"], settings, stdout_level, timeout)
 
@@ -147,6 +162,7 @@ class _Child:
                                      stdin=subprocess.PIPE, text=True, start_new_session=True)
         self._ready = threading.Event()
         self._announced: list[str] = []
+        self._ended_early = False
         self.pump = threading.Thread(target=self._read, args=(on_line,), name=f"{name}-stdout", daemon=True)
         self.pump.start()
 
@@ -157,6 +173,7 @@ class _Child:
                 self._ready.set()
                 continue
             (on_line or sys.stdout.write)(line)
+        self._ended_early = not self._ready.is_set()
         self._ready.set()  # the child ended before it was ready: wake the waiter
 
     def ready(self, timeout: float) -> str:
@@ -165,7 +182,10 @@ class _Child:
         if not self._ready.wait(timeout) or not self._announced:
             self.proc.kill()
             self.proc.wait(5)
-            raise RuntimeError(f"{self.name} did not start within {timeout:g} s (exit code {self.proc.returncode})")
+            code = self.proc.returncode
+            raise PartStartError(f"{self.name} did not start: " + (
+                f"it exited with code {code} (its own error is above)" if self._ended_early
+                else f"not ready within {timeout:g} s"))
         return self._announced[0]
 
     def join(self, timeout: float | None) -> None:

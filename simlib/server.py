@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -108,16 +109,17 @@ class GameServer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self._stop.set)
         self._redis = connect_async(self.settings, stats=self.stats)
-        for name in ("login", "join", "action", "waiting", "timeout", "cluster_seat", "cluster_join",
-                     "cluster_close"):
-            self._scripts[name] = self._redis.register_script(load_script(name))
         # events come over a plain connection to the named node (on a cluster, classic
         # pub/sub reaches every node)
         self._events = redis.asyncio.Redis.from_url(self.settings.redis_url, decode_responses=True)
         pubsub = self._events.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self.keys.events_channel)
-        listener = asyncio.create_task(self._listen(pubsub), name="events")
+        listener = None
         try:
+            for name in ("login", "join", "action", "waiting", "timeout", "cluster_seat", "cluster_join",
+                         "cluster_close"):
+                self._scripts[name] = self._redis.register_script(load_script(name))
+            await pubsub.subscribe(self.keys.events_channel)
+            listener = asyncio.create_task(self._listen(pubsub), name="events")
             async with serve(self._handle, self.host, self.port, max_size=P.MAX_FRAME,
                              compression=None, ping_interval=20, ping_timeout=60) as ws_server:
                 self.port = ws_server.sockets[0].getsockname()[1]
@@ -128,28 +130,43 @@ class GameServer:
                                task={"server": self.name, "port": self.port, "connections": self.connections,
                                      **self.stats})
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listener
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
             await self._events.aclose()
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)
             await asyncio.to_thread(flush_logs)
             self.ready.clear()
 
     # -- events from Redis (all server processes) -----------------------------
     async def _listen(self, pubsub) -> None:
-        async for message in pubsub.listen():
+        """Hand each game event to this process's lobbies of that game. If the
+        subscription drops, subscribe again and have every lobby re-read its game:
+        events published during the gap are lost, the state in Redis is not."""
+        while True:
             try:
-                event = json.loads(message["data"])
-            except (TypeError, ValueError):
-                continue
-            game = event.get("g")
-            for lobby in self._lobbies.get(game, ()):
-                lobby.queue.put_nowait(event)
-            if event.get("t") in ("complete", "timeout"):
-                self._starts.pop(game, None)
+                async for message in pubsub.listen():
+                    try:
+                        event = json.loads(message["data"])
+                    except (TypeError, ValueError):
+                        continue
+                    for lobby in self._lobbies.get(event.get("g"), ()):
+                        lobby.queue.put_nowait(event)
+            except redis.ConnectionError as exc:
+                lobby_log.warning("Event subscription lost (%s); subscribing again", exc)
+            resubscribed = False
+            while not resubscribed:
+                try:
+                    await pubsub.subscribe(self.keys.events_channel)
+                    resubscribed = True
+                except redis.ConnectionError:
+                    await asyncio.sleep(0.5)  # Redis is away: retry at a gentle pace
+            for group in self._lobbies.values():
+                for lobby in group:
+                    lobby.queue.put_nowait({"t": "resync"})
 
     # -- connections -----------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
@@ -172,6 +189,9 @@ class GameServer:
                         await ws.send(frame if isinstance(frame, str) else P.dumps(frame))
                 except P.ProtocolError as exc:
                     await ws.send(P.dumps(exc.frame))
+                except redis.ResponseError as exc:  # a script failed: a bug, not bad input
+                    lobby_log.error("Script error on %s: %s", route, exc)
+                    await ws.send(P.dumps(P.error_frame("SERVER ERROR", "SCRIPT_ERROR", "the request failed")))
         except ConnectionClosed:
             pass
         except redis.RedisError as exc:
@@ -291,10 +311,10 @@ class GameServer:
             keys=[k.status(game), k.game(game), k.order(game), k.logs(game), k.hero(game, user),
                   k.hero(game, enemy or user)],
             args=[game, user, enemy or "", P.timestamp(), k.events_channel,
-                  "1" if self.settings.server_sleep > 0 else "0", self._combat_channel()])
+                  "1" if self.settings.server_sleep > 0 else "0", self._combat_channel])
         kind = result[0]
         if kind == "ERR":
-            raise P.ProtocolError(result[1], result[2], result[1].capitalize())
+            raise P.ProtocolError(result[1], result[2])
         if kind == "OK":
             self.stats["attacks"] += 1
             if game_log.isEnabledFor(logging.INFO):  # already on pub/sub: the script published it
@@ -303,6 +323,7 @@ class GameServer:
                 await self._game_over(game, STATUS.COMPLETED, winner=result[3])
         return [result[1]]  # the record, as the script wrote it to the log
 
+    @functools.cached_property
     def _combat_channel(self) -> str:
         """Where the action script publishes its combat record ('' = nowhere): the same
         message the pub/sub log handler would send, in the same round trip as the attack."""
@@ -310,9 +331,12 @@ class GameServer:
             return GAME_CHANNEL
         return ""
 
-    async def _game_over(self, game: str, status: str, winner: str | None = None) -> None:
+    async def _game_over(self, game: str, status: str, winner: str | None = None,
+                         members: list[str] | None = None) -> None:
         """Log the end of a game and one clean-up task per member (for the worker)."""
-        members = sorted(await self._redis.smembers(self.keys.game(game)))
+        if members is None:
+            members = await self._redis.smembers(self.keys.game(game))
+        members = sorted(members)
         lobby_log.info("Game Finished: %s", status,
                        task={"game_token": game, "status": status, "winner": winner, "members": members})
         for user in members:
@@ -334,8 +358,9 @@ class GameServer:
         group = self._lobbies.get(lobby.game)
         if group is not None:
             group.discard(lobby)
-            if not group:
+            if not group:  # this process holds no lobby of that game any more
                 del self._lobbies[lobby.game]
+                self._starts.pop(lobby.game, None)
 
     async def _follow_game(self, ws: ServerConnection, game: str, user: str) -> bool:
         """Push the game to this lobby until it ends; False (nothing pushed) when the
@@ -349,6 +374,9 @@ class GameServer:
             self._unregister(lobby)
             await ws.send(P.dumps(exc.frame))
             return False
+        except BaseException:
+            self._unregister(lobby)
+            raise
         closed = asyncio.create_task(self._drain(ws, lobby.queue))
         try:
             await self._push_game(lobby, state)
@@ -385,7 +413,16 @@ class GameServer:
             kind = event.get("t")
             if kind == "closed":
                 return  # the player left; the game goes on without its notices
-            if kind == "start" and not lobby.started:
+            if kind == "resync":  # events may have been missed: the state says where we are
+                state = await self._game_state(game)
+                if state["status"] in STATUS.ENDED:
+                    event = {"t": "complete" if state["status"] == STATUS.COMPLETED else "timeout"}
+                    continue
+                if state["status"] != STATUS.WAITING_LOBBY:
+                    await self._send_start(lobby, state)
+                    if state["order"] and state["order"][0] == user:
+                        await self._notify_turn(lobby, state["turns"])
+            elif kind == "start" and not lobby.started:
                 state = await self._game_state(game)
                 await self._send_start(lobby, state)
                 if state["order"] and state["order"][0] == user:
@@ -458,4 +495,4 @@ class GameServer:
         result = await self._scripts["timeout"](keys=[self.keys.status(game), self.keys.game(game)],
                                                 args=[game, self.keys.events_channel])
         if int(result[0]) == 1:
-            await self._game_over(game, STATUS.TIMED_OUT)
+            await self._game_over(game, STATUS.TIMED_OUT, members=result[1:])

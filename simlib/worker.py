@@ -18,7 +18,6 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Protocol
 
 import redis
@@ -134,7 +133,8 @@ class Worker:
     def stop(self, drain: bool = True) -> None:
         """Stop. With ``drain``, first handle every task published before this call:
         a marker goes through the channel and the worker stops when it reads it."""
-        if drain and self.ready.is_set():
+        # the drain marker travels the channel: only a pub/sub source will read it
+        if drain and self.ready.is_set() and self._source is None:
             self._drain_token = f"{_DRAIN}{self.name}:{uuid.uuid4().hex}"
             try:
                 with connect(self.settings) as client:

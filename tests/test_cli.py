@@ -222,3 +222,15 @@ def test_simlib_redis_prints_a_url_that_answers_and_stops_on_ctrl_c():
     assert proc.returncode == 0
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+
+
+def test_run_on_a_busy_port_is_one_line(redis_server):
+    """`simlib run` whose server cannot bind ends with a one-line error, not a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line_error(simlib("run", "--players", "2", "--games", "1", "--no-progress",
+                                     env=clean_env(REDIS_URL=redis_server.url, WEBSOCKET_HOST="127.0.0.1",
+                                                   WEBSOCKET_PORT=str(port)), timeout=60))
+    assert "did not start" in line

@@ -45,10 +45,13 @@ if redis.call('SISMEMBER', members, enemy) == 0 then
 end
 local enemy_key = KEYS[6]
 local prior = tonumber(redis.call('HGET', enemy_key, 'health'))
+local attack = tonumber(redis.call('HGET', KEYS[5], 'attack'))
+if not prior or not attack then  -- the worker's clean-up got there first
+  return {'ERR', 'HERO NOT AVAILABLE', 'HERO_GONE'}
+end
 if prior <= 0 then
   return {'ERR', 'ENEMY ALREADY DEAD', 'ENEMY_DEAD'}
 end
-local attack = tonumber(redis.call('HGET', KEYS[5], 'attack'))
 local post = prior - attack
 if post < 0 then post = 0 end
 redis.call('HSET', enemy_key, 'health', string.format('%d', post))
