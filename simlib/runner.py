@@ -61,15 +61,17 @@ class RunResult:
 
         return attacks_frame(self.recorder.attacks)
 
-    def players_frame(self):
+    def players_frame(self, attacks=None):
         from .explore import players_frame  # noqa: PLC0415
 
-        return players_frame(self.recorder.games, self.attacks_frame())
+        return players_frame(self.recorder.games, self.attacks_frame() if attacks is None else attacks)
 
-    def games_frame(self):
+    def games_frame(self, players=None, attacks=None):
         from .explore import games_frame  # noqa: PLC0415
 
-        return games_frame(self.players_frame(), self.attacks_frame(), self.hero_names)
+        attacks = self.attacks_frame() if attacks is None else attacks
+        players = self.players_frame(attacks) if players is None else players
+        return games_frame(players, attacks, self.hero_names)
 
     def summary(self) -> dict:
         """The headline figures as plain data."""
@@ -120,8 +122,10 @@ class RunResult:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name, frame in (("games", self.games_frame()), ("players", self.players_frame()),
-                            ("attacks", self.attacks_frame())):
+        attacks = self.attacks_frame()
+        players = self.players_frame(attacks)
+        for name, frame in (("games", self.games_frame(players, attacks)), ("players", players),
+                            ("attacks", attacks)):
             path = out / f"{name}.parquet"
             frame.to_parquet(path, index=False)
             paths.append(path)

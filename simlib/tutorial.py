@@ -34,6 +34,7 @@ import redis
 from websockets.sync.client import connect as _ws_connect
 
 from .keys import Keyspace
+from .protocol import ACTION, FIND, HERO, LOBBY, LOGIN
 
 __all__ = [
     "CommandLog",
@@ -507,8 +508,6 @@ def commandstats_frame(client: redis.Redis) -> pd.DataFrame:
 
 # -- a tiny synchronous protocol-v1 client ---------------------------------------------------
 
-LOGIN, FIND, LOBBY, HERO, ACTION = ("/api/v1/login", "/api/v1/game/find", "/api/v1/game/lobby",
-                                    "/api/v1/game/hero", "/api/v1/game/action")
 
 
 class Reply(dict):
