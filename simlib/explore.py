@@ -43,15 +43,15 @@ def attacks_frame(records: Iterable[Mapping]) -> pd.DataFrame:
     return frame.sort_values(["time"], kind="stable").reset_index(drop=True)
 
 
-def players_frame(games: Iterable[Mapping], attacks: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per (game, player) as the bots saw it; ``won`` from who was never killed."""
+def players_frame(games: Iterable[Mapping], killed: set[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """One row per (game, player) as the bots saw it; with ``killed`` (from
+    :func:`simlib.game.killed`), ``won`` for the completed games' survivors."""
     cols = ["game", "user", "name", "bot", "participants", "hero_id", "outcome", "attacks", "damage",
             "joined_at", "ended_at", "errors"]
     frame = pd.DataFrame([{c: g.get(c) for c in cols} for g in games], columns=cols)
     for c in ("joined_at", "ended_at"):
         frame[c] = pd.to_datetime(frame[c], unit="s", utc=True)
-    if attacks is not None:
-        killed = set(zip(attacks.loc[attacks["killed"], "game"], attacks.loc[attacks["killed"], "enemy"]))
+    if killed is not None:
         frame["won"] = [o == "COMPLETE" and (g, u) not in killed
                         for g, u, o in zip(frame["game"], frame["user"], frame["outcome"])]
     return frame

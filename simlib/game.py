@@ -20,6 +20,7 @@ __all__ = [
     "initial_order",
     "after_attack",
     "replay",
+    "killed",
     "RuleError",
 ]
 
@@ -131,3 +132,10 @@ def replay(heroes: Mapping[str, Mapping], attacks: Iterable[Mapping]) -> dict:
         health[enemy] = post
     winner = order[0] if len(order) == 1 else None
     return {"health": health, "order": order, "winner": winner}
+
+
+def killed(attacks: Iterable[Mapping]) -> set[tuple[str, str]]:
+    """``(game, user)`` of every hero killed in these attack records. In a completed
+    game, the one member not in this set won."""
+    return {(a["PAYLOAD"]["GAME_TOKEN"], a["STATUS"]["DETAILS"]["ENEMY_TOKEN"])
+            for a in attacks if a["STATUS"]["DETAILS"]["ENEMY_HEALTH_POST"] == 0}

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .config import Settings
+from .game import killed
 from .keys import Keyspace
 from .launch import Handle, start_players, start_server, start_worker
 from .player import Recorder
@@ -61,16 +62,16 @@ class RunResult:
 
         return attacks_frame(self.recorder.attacks)
 
-    def players_frame(self, attacks=None):
+    def players_frame(self):
         from .explore import players_frame  # noqa: PLC0415
 
-        return players_frame(self.recorder.games, self.attacks_frame() if attacks is None else attacks)
+        return players_frame(self.recorder.games, killed(self.recorder.attacks))
 
     def games_frame(self, players=None, attacks=None):
         from .explore import games_frame  # noqa: PLC0415
 
         attacks = self.attacks_frame() if attacks is None else attacks
-        players = self.players_frame(attacks) if players is None else players
+        players = self.players_frame() if players is None else players
         return games_frame(players, attacks, self.hero_names)
 
     def summary(self) -> dict:
@@ -80,11 +81,10 @@ class RunResult:
             games.setdefault(row["game"], row)
         by_size = collections.Counter(g["participants"] for g in games.values())
         outcome = collections.Counter(g["outcome"] for g in games.values())
-        killed = {(a["PAYLOAD"]["GAME_TOKEN"], a["STATUS"]["DETAILS"]["ENEMY_TOKEN"])
-                  for a in self.recorder.attacks if a["STATUS"]["DETAILS"]["ENEMY_HEALTH_POST"] == 0}
+        dead = killed(self.recorder.attacks)
         wins = collections.Counter(
             str(row["hero_id"]) for row in self.recorder.games
-            if row["outcome"] == "COMPLETE" and (row["game"], row["user"]) not in killed)
+            if row["outcome"] == "COMPLETE" and (row["game"], row["user"]) not in dead)
         attacks = len(self.recorder.attacks)
         return {
             "seconds": round(self.seconds, 2),
@@ -123,7 +123,7 @@ class RunResult:
         out.mkdir(parents=True, exist_ok=True)
         paths = []
         attacks = self.attacks_frame()
-        players = self.players_frame(attacks)
+        players = self.players_frame()
         for name, frame in (("games", self.games_frame(players, attacks)), ("players", players),
                             ("attacks", attacks)):
             path = out / f"{name}.parquet"

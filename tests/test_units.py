@@ -177,3 +177,11 @@ def test_replay_finds_the_winner_and_rejects_cheats():
         game.replay(heroes, [*legal, _rec("b", "a", 90, 80)])
     with pytest.raises(game.RuleError, match="damage"):
         game.replay(heroes, [_rec("a", "b", 100, 50)])
+
+
+def test_killed_names_exactly_the_heroes_brought_to_zero():
+    """killed() lists (game, enemy) for attacks that left the enemy at 0, and nothing else."""
+    def rec(g, enemy, post):
+        return {"PAYLOAD": {"GAME_TOKEN": g}, "STATUS": {"DETAILS": {"ENEMY_TOKEN": enemy, "ENEMY_HEALTH_POST": post}}}
+    assert game.killed([rec("g1", "b", 5), rec("g1", "b", 0), rec("g2", "a", 0), rec("g2", "c", 1)]) == {
+        ("g1", "b"), ("g2", "a")}
