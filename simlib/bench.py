@@ -86,12 +86,11 @@ def run_scenario(settings: Settings, client, heroes, sc: Scenario, warmup: float
     try:
         _wait(warmup)
         t0, a0, g0 = time.monotonic(), len(recorder.attack_times), len(recorder.games)
-        l0 = len(recorder.turn_latencies)
         s0, tc0 = _commandstats(client), client.info("stats")["total_commands_processed"]
         _wait(window)
         t1, a1, g1 = time.monotonic(), len(recorder.attack_times), len(recorder.games)
         s1, tc1 = _commandstats(client), client.info("stats")["total_commands_processed"]
-        latencies = recorder.turn_latencies[l0:]
+        latencies = recorder.turn_latencies(t0, t1)
     finally:
         bots.stop()
         bots.join(60)

@@ -56,15 +56,11 @@ class Recorder:
     attacks: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     on_game: Callable[[dict], None] | None = None
-    #: seconds from an action's reply to the next turn notice in that game (bots of
-    #: one process share a clock, so this spans bots and servers)
-    turn_latencies: list[float] = field(default_factory=list)
     #: monotonic time of each attack reply, for rates over a window
     attack_times: list[float] = field(default_factory=list)
     #: (game, monotonic time) of each turn notice: with ``attack_times``, what
-    #: :meth:`merge` recomputes turn latencies from
+    #: :meth:`turn_latencies` is derived from
     turns: list[tuple[str, float]] = field(default_factory=list)
-    _acted: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def game(self, row: dict) -> None:
@@ -78,20 +74,32 @@ class Recorder:
         with self._lock:
             self.attacks.append(record)
             self.attack_times.append(now)
-            self._acted[record["PAYLOAD"]["GAME_TOKEN"]] = now
-
-    def forget(self, game: str) -> None:
-        with self._lock:
-            self._acted.pop(game, None)
 
     def turn(self, game: str) -> None:
-        """A turn notice arrived: close the latency opened by the game's last action."""
+        """A turn notice arrived (its latency is derived later, from the event times)."""
         now = time.monotonic()
         with self._lock:
             self.turns.append((game, now))
-            acted = self._acted.pop(game, None)
-            if acted is not None:
-                self.turn_latencies.append(now - acted)
+
+    def turn_latencies(self, start: float = float("-inf"), end: float = float("inf")) -> list[float]:
+        """Seconds from each action's reply to the next turn notice in that game, for the
+        notices that arrived between ``start`` and ``end`` (monotonic time). The events
+        are put in time order across bots, and across processes after :meth:`merge`
+        (monotonic time is one clock for a whole machine): a game's players may sit in
+        different processes, each of which saw only half of a turn."""
+        with self._lock:
+            events = sorted([(t, 0, a["PAYLOAD"]["GAME_TOKEN"]) for a, t in zip(self.attacks, self.attack_times)]
+                            + [(t, 1, game) for game, t in self.turns])
+        acted: dict[str, float] = {}
+        latencies = []
+        for t, is_turn, game in events:
+            if not is_turn:
+                acted[game] = t
+            elif game in acted:
+                latency = t - acted.pop(game)
+                if start <= t <= end:
+                    latencies.append(latency)
+        return latencies
 
     def error(self, text: str) -> None:
         with self._lock:
@@ -105,23 +113,12 @@ class Recorder:
             Path(path).write_text(json.dumps({k: getattr(self, k) for k in self._SHARED}))
 
     def merge(self, paths: Iterable[str | Path]) -> None:
-        """Add the records other processes dumped. Turn latencies are recomputed from every
-        attack and turn notice: a game's players may sit in different processes, each of
-        which saw only half of a turn (monotonic time is one clock for a whole machine)."""
+        """Add the records other processes dumped."""
         with self._lock:
             for path in paths:
                 data = json.loads(Path(path).read_text())
                 for k in self._SHARED:
                     getattr(self, k).extend(data[k])
-            events = sorted([(t, 0, a["PAYLOAD"]["GAME_TOKEN"]) for a, t in zip(self.attacks, self.attack_times)]
-                            + [(t, 1, game) for game, t in self.turns])
-            acted: dict[str, float] = {}
-            self.turn_latencies[:] = []
-            for t, is_turn, game in events:  # as turn() does, in time order across processes
-                if not is_turn:
-                    acted[game] = t
-                elif game in acted:
-                    self.turn_latencies.append(t - acted.pop(game))
 
 
 async def _request(ws: ClientConnection, frame: dict) -> dict:
@@ -215,7 +212,6 @@ class Bot:
                     await self._take_turn(game, row)
                 elif what in (P.COMPLETE, P.TIMED_OUT):
                     row["outcome"] = what
-                    self.recorder.forget(game)  # no next turn to measure
                     break
                 else:
                     row["errors"] += 1

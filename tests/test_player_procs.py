@@ -42,7 +42,7 @@ def test_procs_run_gives_what_one_process_gives(settings, r):
     assert result.recorder.errors == []
     logged = sum(r.llen(key) for key in r.scan_iter(match="games:*:logs", count=1000))
     assert len(result.recorder.attacks) == logged > 0
-    latencies = result.recorder.turn_latencies
+    latencies = result.recorder.turn_latencies()
     games_with_attacks = len({a["PAYLOAD"]["GAME_TOKEN"] for a in result.recorder.attacks})
     assert 0 < len(latencies) <= logged - games_with_attacks and min(latencies) >= 0
     single = run(settings, 1)
