@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="clean-up workers (default 1; 0 keeps every game in Redis)")
     run.add_argument("--servers", type=_positive, default=1, help="game server processes (default 1)")
     run.add_argument("--seed", type=int, default=None, help="seed for the bots' choices (repeatable runs)")
-    run.add_argument("--bot", choices=("fast", "v1"), default="fast",
-                     help="fast: connections kept open; v1: a new connection per step, as the original bots")
+    run.add_argument("--bot", choices=("fast", "v1", "v2"), default="fast",
+                     help="fast: v1 frames over connections kept open (default); v1: a new connection per "
+                          "step, as the original bots; v2: the session protocol, one connection per bot")
     run.add_argument("--two-share", type=_share, default=0.6, metavar="P",
                      help="share of each bot's games asked as 2-player games (default 0.6)")
     run.add_argument("--out", metavar="DIR", help="also write games/players/attacks as Parquet files to DIR")
@@ -110,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     player.add_argument("--players", type=_positive, default=1, help="bots in this process (default 1)")
     player.add_argument("--games", type=_games, default=None, help="games per bot (default CLIENT_GAMES)")
     player.add_argument("--seed", type=int, default=None, help="seed for the bots' choices")
-    player.add_argument("--bot", choices=("fast", "v1"), default="v1", help="bot style (default v1)")
+    player.add_argument("--bot", choices=("fast", "v1", "v2"), default="v1",
+                        help="bot style: v1 (default, as the original bots), fast (v1 frames, connections kept "
+                             "open) or v2 (session protocol)")
     player.add_argument("--url", action="append", default=None,
                         help="server URL (default ws://WEBSOCKET_HOST:WEBSOCKET_PORT); repeat it to spread "
                              "the bots: bot i uses the i-th URL, round robin")

@@ -5,6 +5,8 @@
 * :class:`FastBot` speaks the same v1 frames but keeps its connections open for its
   whole life, and skips the hero look-up when it has a single opponent, so a turn
   costs one action round trip (plus one hero round trip in larger games).
+* :class:`SessionBot` speaks the v2 session protocol: one connection for its whole
+  life; turn notices name the living enemies, so a turn is one round trip.
 
 Every random choice (participant counts, targets) comes from the bot's own
 ``random.Random``, seeded from ``seed`` and the bot's index, so a seeded bot makes
@@ -30,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from . import aio
 from . import protocol as P
 
-__all__ = ["Bot", "V1Bot", "FastBot", "Recorder", "participant_deck", "BotError", "play_all", "make_bots"]
+__all__ = ["Bot", "V1Bot", "FastBot", "SessionBot", "Recorder", "participant_deck", "BotError", "play_all", "make_bots"]
 
 
 class BotError(RuntimeError):
@@ -317,7 +319,64 @@ class FastBot(V1Bot):
             "GAME_TOKEN": game, "USER_TOKEN": self.token, "ENEMY_TOKEN": enemy, "ACTION": "ATTACK"}})
 
 
-BOTS = {"v1": V1Bot, "fast": FastBot}
+class SessionBot(Bot):
+    """Speaks the v2 session protocol: one connection for the bot's whole life, on which
+    it logs in once, finds games, hears its turns and attacks. A turn notice names the
+    living members, so a turn costs exactly one round trip: the attack."""
+
+    style = "v2"
+
+    async def _open(self) -> None:
+        self._stack = contextlib.AsyncExitStack()
+        self._ws = await self._stack.enter_async_context(self._connect(P.SESSION))
+        reply = await _request(self._ws, {"TYPE": P.LOGIN_V2, "PAYLOAD": {"USER": self.name}})
+        token = reply.get("PAYLOAD", {}).get("USER_TOKEN")
+        if not token:
+            raise BotError(f"{self.name}: login refused: {reply.get('STATUS')}")
+        self.token = token
+
+    _close = FastBot._close
+
+    async def _one_game(self, n: int) -> None:
+        ws = self._ws
+        reply = await _request(ws, {"TYPE": P.FIND_V2, "PAYLOAD": {"PARTICIPANTS": n}})
+        game = reply.get("PAYLOAD", {}).get("GAME_TOKEN")
+        if not game:
+            raise BotError(f"{self.name}: find was refused: {reply.get('STATUS')}")
+        row = {"game": game, "user": self.token, "name": self.name, "participants": n, "bot": self.style,
+               "hero_id": reply["PAYLOAD"].get("HERO_ID"), "outcome": None, "members": [],
+               "attacks": 0, "damage": 0, "joined_at": time.time(), "ended_at": None, "errors": 0}
+        async for text in ws:
+            frame = json.loads(text)
+            status = frame.get("STATUS")
+            what = status.get("GAME") if isinstance(status, dict) else status
+            if what == "START":
+                row["members"] = frame["PAYLOAD"]["PARTICIPANTS"]
+                row["heroes"] = frame["PAYLOAD"]["PARTICIPANTS_HEROS"]
+            elif what == P.YOUR_TURN:
+                self.recorder.turn(game)
+                alive = [u for u in frame["PAYLOAD"].get("ORDER", []) if u != self.token]
+                enemy = self.rng.choice(alive) if alive else None
+                await ws.send(P.dumps({"TYPE": P.ATTACK_V2, "PAYLOAD": {"ENEMY_TOKEN": enemy}}))
+            elif isinstance(status, dict) and status.get("ACTION") == "ATTACK":
+                self.recorder.attack(frame)
+                row["attacks"] += 1
+                row["damage"] += int(status["DETAILS"]["ENEMY_DAMAGE"])
+            elif isinstance(status, dict) and status.get("ACTION") == "NA":
+                pass
+            elif what in (P.COMPLETE, P.TIMED_OUT):
+                row["outcome"] = what
+                break
+            else:
+                row["errors"] += 1
+                self.recorder.error(f"{self.name}: session said {frame}")
+        else:
+            raise BotError(f"{self.name}: the server closed the session mid-game")
+        row["ended_at"] = time.time()
+        self.recorder.game(row)
+
+
+BOTS = {"v1": V1Bot, "fast": FastBot, "v2": SessionBot}
 
 
 def run_id() -> str:

@@ -1,4 +1,4 @@
-"""Wire protocol v1: frame builders, request parsing and validation.
+"""Wire protocols v1 and v2: frame builders, request parsing and validation.
 
 This is the only module that knows the shape of a frame (``docs/protocol.md``).
 Handlers call :func:`parse` and catch :class:`ProtocolError`; the server turns the
@@ -20,6 +20,7 @@ __all__ = [
     "dumps",
     "loads",
     "parse",
+    "parse_session",
     "timestamp",
     "error_frame",
     "user_created",
@@ -28,6 +29,8 @@ __all__ = [
     "joined",
     "game_start",
     "game_notice",
+    "turn_notice_v2",
+    "logged_in",
     "hero_spec",
     "attack_record",
     "no_enemy_left",
@@ -38,7 +41,9 @@ FIND = "/api/v1/game/find"
 LOBBY = "/api/v1/game/lobby"
 HERO = "/api/v1/game/hero"
 ACTION = "/api/v1/game/action"
-ROUTES = (LOGIN, FIND, LOBBY, HERO, ACTION)
+#: v2: one connection per player life (docs/protocol.md, "Session protocol v2")
+SESSION = "/api/v2/session"
+ROUTES = (LOGIN, FIND, LOBBY, HERO, ACTION, SESSION)
 
 #: Largest frame the server reads; bigger ones close the connection with 1009.
 MAX_FRAME = 64 * 1024
@@ -61,6 +66,14 @@ REQUIRED = {
     LOBBY: ("GAME_TOKEN", "USER_TOKEN"),
     HERO: ("GAME_TOKEN", "USER_TOKEN"),
     ACTION: ("GAME_TOKEN", "USER_TOKEN", "ENEMY_TOKEN", "ACTION"),
+}
+#: v2 session verbs (``TYPE``) and the fields each needs; the user and game are the session's.
+LOGIN_V2, FIND_V2, ATTACK_V2, HERO_V2 = "LOGIN", "FIND", "ATTACK", "HERO"
+SESSION_REQUIRED = {
+    LOGIN_V2: ("USER",),
+    FIND_V2: ("PARTICIPANTS",),
+    ATTACK_V2: ("ENEMY_TOKEN",),
+    HERO_V2: ("USER_TOKEN",),
 }
 
 
@@ -126,12 +139,8 @@ def _check_participants(value: Any) -> int:
     return value
 
 
-def parse(route: str, text: str | bytes) -> dict:
-    """Validate one request frame for ``route``; return its payload with checked values.
-
-    ``ENEMY_TOKEN`` comes back as ``None`` when it is null or empty ("no enemy left").
-    Raises :class:`ProtocolError` for anything the route cannot accept.
-    """
+def _decode(text: str | bytes) -> dict:
+    """One frame as a JSON object, or the ProtocolError saying why not."""
     if isinstance(text, bytes):
         raise ProtocolError("BINARY FRAME", "BINARY_FRAME", "frames must be JSON text, not binary")
     try:
@@ -142,30 +151,56 @@ def parse(route: str, text: str | bytes) -> dict:
         raise ProtocolError("MALFORMED JSON", "MALFORMED_JSON", "the frame nests too deeply to decode") from None
     if not isinstance(message, dict):
         raise ProtocolError("INVALID MESSAGE", "INVALID_MESSAGE", "a request must be a JSON object")
+    return message
+
+
+def _payload(message: dict, required: tuple[str, ...]) -> dict:
+    """Check ``PAYLOAD`` and the ``required`` fields in it; return the checked values."""
     if "PAYLOAD" not in message:
         raise ProtocolError("MISSING PAYLOAD IN MESSAGE")
     payload = message["PAYLOAD"]
     if not isinstance(payload, dict):
         raise ProtocolError("INVALID PAYLOAD", "INVALID_PAYLOAD", "PAYLOAD must be a JSON object")
-    for field in REQUIRED[route]:
+    for field in required:
         if field not in payload:
             raise ProtocolError(f"MISSING {_FIELD_NAMES[field]} IN PAYLOAD")
 
     checked: dict[str, Any] = {}
-    if "USER" in REQUIRED[route]:
+    if "USER" in required:
         checked["USER"] = _check_user(payload["USER"])
-    if "PARTICIPANTS" in REQUIRED[route]:
+    if "PARTICIPANTS" in required:
         checked["PARTICIPANTS"] = _check_participants(payload["PARTICIPANTS"])
     for field in ("USER_TOKEN", "GAME_TOKEN"):
-        if field in REQUIRED[route]:
+        if field in required:
             checked[field] = _check_token(payload[field], field)
-    if route == ACTION:
+    if "ACTION" in required:
         if payload["ACTION"] != "ATTACK":
             raise ProtocolError("UNKNOWN ACTION", "UNKNOWN_ACTION", "ACTION must be \"ATTACK\"")
         checked["ACTION"] = "ATTACK"
+    if "ENEMY_TOKEN" in required:
         enemy = payload["ENEMY_TOKEN"]
         checked["ENEMY_TOKEN"] = None if enemy in (None, "") else _check_token(enemy, "ENEMY_TOKEN")
     return checked
+
+
+def parse(route: str, text: str | bytes) -> dict:
+    """Validate one v1 request frame for ``route``; return its payload with checked values.
+
+    ``ENEMY_TOKEN`` comes back as ``None`` when it is null or empty ("no enemy left").
+    Raises :class:`ProtocolError` for anything the route cannot accept.
+    """
+    return _payload(_decode(text), REQUIRED[route])
+
+
+def parse_session(text: str | bytes) -> tuple[str, dict]:
+    """Validate one v2 session request; return its ``TYPE`` and checked payload."""
+    message = _decode(text)
+    if "TYPE" not in message:
+        raise ProtocolError("MISSING TYPE IN MESSAGE")
+    verb = message["TYPE"]
+    if not isinstance(verb, str) or verb not in SESSION_REQUIRED:
+        raise ProtocolError("UNKNOWN TYPE", "UNKNOWN_TYPE", f"TYPE must be one of {', '.join(SESSION_REQUIRED)}")
+    return verb, _payload(message, SESSION_REQUIRED[verb])
 
 
 # -- server frames -----------------------------------------------------------
@@ -207,6 +242,16 @@ YOUR_TURN, COMPLETE, TIMED_OUT = "USER'S TURN", "COMPLETE", "TIMED OUT"
 
 def game_notice(game: str, what: str) -> dict:
     return {"PAYLOAD": {"GAME_TOKEN": game}, "STATUS": {"GAME": what}}
+
+
+def turn_notice_v2(game: str, order: list[str]) -> dict:
+    """v2's turn notice: the living members in turn order, the player on turn first."""
+    return {"PAYLOAD": {"GAME_TOKEN": game, "ORDER": list(order)}, "STATUS": {"GAME": YOUR_TURN}}
+
+
+def logged_in(token: str, created: bool) -> dict:
+    """v2's answer to LOGIN."""
+    return {"PAYLOAD": {"USER_TOKEN": token, "CREATED": created}, "STATUS": "LOGGED IN"}
 
 
 def hero_spec(game: str, user: str, hero: Mapping) -> dict:

@@ -50,7 +50,8 @@ def load_script(name: str) -> str:
 
 @dataclass(eq=False)
 class _Lobby:
-    """One open lobby connection: the events for its game land in ``queue``."""
+    """One player following one game (a v1 lobby connection, or a v2 session's current
+    game): the events for its game land in ``queue``."""
 
     game: str
     user: str
@@ -58,6 +59,7 @@ class _Lobby:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     started: bool = False
     notified: int = -1  # log length at the last turn notice sent
+    v2: bool = False  # a session: turn notices carry the living order
 
 
 class GameServer:
@@ -84,11 +86,15 @@ class GameServer:
         self._users: set[str] = set()
         self._roster: list[tuple[str, str, str]] = []  # cluster mode: (id, attack, health) per hero
         self._starts: dict[str, asyncio.Future] = {}  # game -> its START frame, while it runs
+        # v2 joins in flight, and the start events that came for a game no lobby here
+        # follows yet: a session's own join may start its game before it is registered
+        self._joining = 0
+        self._early: dict[str, dict] = {}
         self._users_seen = 0
         self._redis: redis.asyncio.Redis | None = None
         self._scripts: dict = {}
         self._routes = {P.LOGIN: self._login, P.FIND: self._find, P.LOBBY: self._lobby,
-                        P.HERO: self._hero, P.ACTION: self._action}
+                        P.HERO: self._hero, P.ACTION: self._action, P.SESSION: self._session}
 
     # -- life cycle ----------------------------------------------------------
     def run(self) -> None:
@@ -137,7 +143,10 @@ class GameServer:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
             await self._events.aclose()
-            await self._redis.aclose(close_connection_pool=True)
+            if isinstance(self._redis, redis.asyncio.RedisCluster):  # closes its nodes' pools itself
+                await self._redis.aclose()
+            else:
+                await self._redis.aclose(close_connection_pool=True)
             await asyncio.to_thread(flush_logs)
             self.ready.clear()
 
@@ -153,8 +162,7 @@ class GameServer:
                         event = json.loads(message["data"])
                     except (TypeError, ValueError):
                         continue
-                    for lobby in self._lobbies.get(event.get("g"), ()):
-                        lobby.queue.put_nowait(event)
+                    self._deliver(event)
             except redis.ConnectionError as exc:
                 lobby_log.warning("Event subscription lost (%s); subscribing again", exc)
             resubscribed = False
@@ -168,6 +176,18 @@ class GameServer:
                 for lobby in group:
                     lobby.queue.put_nowait({"t": "resync"})
 
+    def _deliver(self, event: dict) -> None:
+        group = self._lobbies.get(event.get("g"))
+        if group:
+            for lobby in group:
+                lobby.queue.put_nowait(event)
+        # a session whose join is in flight may belong to this game too (even when other
+        # members are registered here already): keep the start for it to claim
+        if self._joining and event.get("t") == "start":
+            self._early[event["g"]] = event
+            if len(self._early) > 4096:  # other servers' games: keep the newest only
+                del self._early[next(iter(self._early))]
+
     # -- connections -----------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
@@ -179,7 +199,7 @@ class GameServer:
                                                     f"no route {route!r}; try one of {', '.join(P.ROUTES)}")))
                 await ws.close(1008, "unknown route")
                 return
-            if route == P.LOBBY:
+            if route in (P.LOBBY, P.SESSION):
                 await handler(ws)
                 return
             async for text in ws:
@@ -219,27 +239,32 @@ class GameServer:
             raise P.ProtocolError("USER NOT IN THIS GAME", "NOT_A_MEMBER", "USER_TOKEN is not a member of this game")
 
     # -- routes ------------------------------------------------------------------
-    async def _login(self, req: dict) -> list[dict]:
-        name = req["USER"]
+    async def _log_in(self, name: str) -> tuple[str, bool] | None:
+        """The user's token, and whether this login created the user; None if no heroes."""
         if self.keys.cluster:  # superheros is in another slot: check it on its own
             if not await self._redis.exists(self.keys.superheros):
-                return [P.no_heroes()]
+                return None
             keys = [self.keys.users]
         else:
             keys = [self.keys.users, self.keys.superheros]
         result = await self._scripts["login"](keys=keys, args=[name, str(uuid.uuid4())])
         if int(result[0]) < 0:
-            return [P.no_heroes()]
+            return None
         token = result[1]
         self._users.add(token)
         if int(result[0]) == 1:
             lobby_log.info("User Created: %s", name, task={"user": name, "user_token": token})
-            return [P.user_created(), P.user_token(token)]
-        return [P.user_token(token)]
+        return token, int(result[0]) == 1
 
-    async def _find(self, req: dict) -> list[dict]:
-        user, n = req["USER_TOKEN"], req["PARTICIPANTS"]
-        await self._known_user(user)
+    async def _login(self, req: dict) -> list[dict]:
+        done = await self._log_in(req["USER"])
+        if done is None:
+            return [P.no_heroes()]
+        token, created = done
+        return [P.user_created(), P.user_token(token)] if created else [P.user_token(token)]
+
+    async def _join(self, user: str, n: int) -> tuple[str, int]:
+        """Seat ``user`` in a lobby for ``n`` players: (game token, hero id)."""
         try:
             if self.keys.cluster:
                 game, hero, joined = await self._join_cluster(user, n)
@@ -254,7 +279,12 @@ class GameServer:
             raise
         lobby_log.info("Player Joined Game: %s", game, task={"game_token": game, "user_token": user,
                                                    "hero_id": int(hero), "joined": int(joined), "participants": n})
-        return [P.joined(game, int(hero))]
+        return game, int(hero)
+
+    async def _find(self, req: dict) -> list[dict]:
+        user = req["USER_TOKEN"]
+        await self._known_user(user)
+        return [P.joined(*await self._join(user, req["PARTICIPANTS"]))]
 
     async def _join_cluster(self, user: str, n: int) -> tuple[str, str, int]:
         """A join in two atomic steps, one per hash slot: a seat in the lobby (beside
@@ -304,8 +334,12 @@ class GameServer:
             raise P.ProtocolError("HERO NOT AVAILABLE", "HERO_GONE", "this game's hero records have been cleaned up")
         return [P.hero_spec(game, user, hero)]
 
-    async def _action(self, req: dict) -> list[dict]:
-        game, user, enemy = req["GAME_TOKEN"], req["USER_TOKEN"], req["ENEMY_TOKEN"]
+    async def _action(self, req: dict) -> list[str]:
+        return [await self._act(req["GAME_TOKEN"], req["USER_TOKEN"], req["ENEMY_TOKEN"])]
+
+    async def _act(self, game: str, user: str, enemy: str | None) -> str:
+        """Apply one action; return the record (as the script wrote it to the log). The
+        lobbies of this game held here hear of it at once; other servers by pub/sub."""
         k = self.keys
         result = await self._scripts["action"](
             keys=[k.status(game), k.game(game), k.order(game), k.logs(game), k.hero(game, user),
@@ -319,9 +353,11 @@ class GameServer:
             self.stats["attacks"] += 1
             if game_log.isEnabledFor(logging.INFO):  # already on pub/sub: the script published it
                 game_log.info("Attack Completed: %s", result[1], extra={"published": True})
-            if int(result[2]) <= 1:
-                await self._game_over(game, STATUS.COMPLETED, winner=result[3])
-        return [result[1]]  # the record, as the script wrote it to the log
+            event = json.loads(result[2])
+            self._deliver(event)  # the same event comes back by pub/sub; lobbies skip repeats
+            if event["t"] == "complete":
+                await self._game_over(game, STATUS.COMPLETED, winner=event["u"], members=event["m"])
+        return result[1]
 
     @functools.cached_property
     def _combat_channel(self) -> str:
@@ -342,7 +378,7 @@ class GameServer:
         for user in members:
             lobby_log.info("Cleaning Game Records", task={"game_token": game, "user_token": user})
 
-    # -- the lobby connection --------------------------------------------------------
+    # -- the lobby connection (v1) ----------------------------------------------------
     async def _lobby(self, ws: ServerConnection) -> None:
         """Read requests until one names a game and a member; then push the game to it."""
         async for text in ws:
@@ -353,6 +389,9 @@ class GameServer:
                 continue
             if await self._follow_game(ws, req["GAME_TOKEN"], req["USER_TOKEN"]):
                 return
+
+    def _register(self, lobby: _Lobby) -> None:
+        self._lobbies.setdefault(lobby.game, set()).add(lobby)
 
     def _unregister(self, lobby: _Lobby) -> None:
         group = self._lobbies.get(lobby.game)
@@ -367,7 +406,7 @@ class GameServer:
         user is not a member of the game."""
         lobby = _Lobby(game, user, ws)
         # registered first, then read: an event is either in the state read or queued
-        self._lobbies.setdefault(game, set()).add(lobby)
+        self._register(lobby)
         try:
             state = await self._game_state(game, user)
         except P.ProtocolError as exc:
@@ -377,9 +416,23 @@ class GameServer:
         except BaseException:
             self._unregister(lobby)
             raise
-        closed = asyncio.create_task(self._drain(ws, lobby.queue))
+        closed = asyncio.create_task(self._read_into(ws, lobby.queue, keep=False))
         try:
-            await self._push_game(lobby, state)
+            if await self._on_state(lobby, state):
+                return True
+            deadline = None if lobby.started else self._loop.time() + self.settings.lobby_timeout
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        event = await lobby.queue.get()
+                except TimeoutError:  # the lobby did not fill in time
+                    deadline = None
+                    await self._time_out(game)  # its event (timeout, or start if it filled) comes back
+                    continue
+                if await self._on_event(lobby, event):
+                    return True
+                if lobby.started:
+                    deadline = None
         except ConnectionClosed:
             pass
         finally:
@@ -387,64 +440,59 @@ class GameServer:
             self._unregister(lobby)
         return True
 
-    async def _push_game(self, lobby: _Lobby, state: dict) -> None:
-        """Send START, turn notices and the end to one lobby, as the game's events come."""
-        ws, game, user = lobby.ws, lobby.game, lobby.user
+    @staticmethod
+    async def _read_into(ws: ServerConnection, queue: asyncio.Queue, keep: bool = True) -> None:
+        """Put what the client sends on ``queue`` (or drop it, ``keep=False``); when the
+        client closes, say so on the queue, so its consumer waits on one queue only."""
+        with contextlib.suppress(ConnectionClosed):
+            async for text in ws:
+                if keep:
+                    queue.put_nowait(text)
+        queue.put_nowait({"t": "closed"})
+
+    # -- pushing a game to a player (v1 lobby or v2 session) ----------------------------
+    async def _on_state(self, lobby: _Lobby, state: dict) -> bool:
+        """Catch a player up with the game as read from Redis; True once it is over."""
+        game, user = lobby.game, lobby.user
         if state["status"] in STATUS.ENDED:
             if state["status"] == STATUS.COMPLETED:
-                await self._send_start(lobby, state)
-            await ws.send(P.dumps(P.game_notice(game, P.COMPLETE if state["status"] == STATUS.COMPLETED
-                                                else P.TIMED_OUT)))
-            return
+                await self._send_start(lobby, state["members"])
+            await self._end(lobby, P.COMPLETE if state["status"] == STATUS.COMPLETED else P.TIMED_OUT)
+            return True
         if state["status"] != STATUS.WAITING_LOBBY:
-            await self._send_start(lobby, state)
+            await self._send_start(lobby, state["members"])
             if state["order"] and state["order"][0] == user:
-                await self._notify_turn(lobby, state["turns"])
-        if not lobby.started:  # wait for the lobby to fill, or time it out
-            try:
-                async with asyncio.timeout(self.settings.lobby_timeout):
-                    event = await lobby.queue.get()
-            except TimeoutError:
-                await self._time_out(game)  # its event (timeout, or start if it filled) comes back
-                event = await lobby.queue.get()
-        else:
-            event = await lobby.queue.get()
-        while True:
-            kind = event.get("t")
-            if kind == "closed":
-                return  # the player left; the game goes on without its notices
-            if kind == "resync":  # events may have been missed: the state says where we are
-                state = await self._game_state(game)
-                if state["status"] in STATUS.ENDED:
-                    event = {"t": "complete" if state["status"] == STATUS.COMPLETED else "timeout"}
-                    continue
-                if state["status"] != STATUS.WAITING_LOBBY:
-                    await self._send_start(lobby, state)
-                    if state["order"] and state["order"][0] == user:
-                        await self._notify_turn(lobby, state["turns"])
-            elif kind == "start" and not lobby.started:
-                state = await self._game_state(game)
-                await self._send_start(lobby, state)
-                if state["order"] and state["order"][0] == user:
-                    await self._notify_turn(lobby, state["turns"])
-            elif kind == "turn" and event.get("u") == user:
-                await self._notify_turn(lobby, int(event.get("n", 0)))
-            elif kind == "complete":
-                await ws.send(P.dumps(P.game_notice(game, P.COMPLETE)))
-                return
-            elif kind == "timeout":
-                await ws.send(P.dumps(P.game_notice(game, P.TIMED_OUT)))
-                return
-            event = await lobby.queue.get()
+                await self._notify_turn(lobby, state["turns"], state["order"])
+        return False
+
+    async def _on_event(self, lobby: _Lobby, event: dict) -> bool:
+        """Act on one event of the player's game; True once the game is over for it (or
+        the player left)."""
+        kind = event.get("t")
+        if kind == "closed":
+            return True  # the player left; the game goes on without its notices
+        if kind == "resync":  # events may have been missed: the state says where we are
+            return await self._on_state(lobby, await self._game_state(lobby.game))
+        if kind == "start" and not lobby.started:
+            members = event.get("m")
+            if members is None:  # an event without the START data: read it
+                return await self._on_state(lobby, await self._game_state(lobby.game))
+            await self._send_start(lobby, members, event.get("h"))
+            if members[0] == lobby.user:
+                await self._notify_turn(lobby, 0, members)
+        elif kind == "turn" and event.get("u") == lobby.user:
+            await self._notify_turn(lobby, int(event.get("n", 0)), event.get("o"))
+        elif kind == "complete":
+            await self._end(lobby, P.COMPLETE)
+            return True
+        elif kind == "timeout":
+            await self._end(lobby, P.TIMED_OUT)
+            return True
+        return False
 
     @staticmethod
-    async def _drain(ws: ServerConnection, queue: asyncio.Queue) -> None:
-        """Read (and ignore) what the client sends on its lobby; when it closes, say so
-        on the lobby's queue, so the lobby waits on one queue only."""
-        with contextlib.suppress(ConnectionClosed):
-            async for _ in ws:
-                pass
-        queue.put_nowait({"t": "closed"})
+    async def _end(lobby: _Lobby, what: str) -> None:
+        await lobby.ws.send(P.dumps(P.game_notice(lobby.game, what)))
 
     async def _game_state(self, game: str, user: str | None = None) -> dict:
         """Status, order, turns taken and members in one round trip; with ``user``, also
@@ -459,14 +507,21 @@ class GameServer:
             self._check_member(status, user in members)
         return {"status": status, "order": order, "turns": turns, "members": sorted(members)}
 
-    async def _send_start(self, lobby: _Lobby, state: dict) -> None:
+    async def _send_start(self, lobby: _Lobby, members: list[str], heroes: dict | None = None) -> None:
         """Send START once. The frame is the same for every member, so this process
-        reads the heroes once per game and shares the frame among its lobbies."""
+        builds it once per game (from the start event's heroes, or read from Redis)
+        and shares it among its lobbies."""
         if lobby.started:
             return
         frame = self._starts.get(lobby.game)
         if frame is None:
-            frame = self._starts[lobby.game] = asyncio.ensure_future(self._start_frame(lobby.game, state["members"]))
+            if heroes is not None:
+                frame = self._loop.create_future()
+                frame.set_result(P.dumps(P.game_start(lobby.game, members, {
+                    u: dict(zip(("id", "attack", "health"), h)) for u, h in heroes.items()})))
+            else:
+                frame = asyncio.ensure_future(self._start_frame(lobby.game, members))
+            self._starts[lobby.game] = frame
         lobby.started = True
         await lobby.ws.send(await asyncio.shield(frame))
 
@@ -477,7 +532,7 @@ class GameServer:
             heroes = {u: h for u, h in zip(members, await pipe.execute()) if h}  # none if already cleaned
         return P.dumps(P.game_start(game, members, heroes))
 
-    async def _notify_turn(self, lobby: _Lobby, turns: int) -> None:
+    async def _notify_turn(self, lobby: _Lobby, turns: int, order: list[str] | None) -> None:
         if turns <= lobby.notified:
             return
         lobby.notified = turns
@@ -485,7 +540,10 @@ class GameServer:
             await asyncio.sleep(self.settings.server_sleep)
         if self.settings.server_sleep > 0 or turns == 0:
             await self._scripts["waiting"](keys=[self.keys.status(lobby.game)])
-        await lobby.ws.send(P.dumps(P.game_notice(lobby.game, P.YOUR_TURN)))
+        if lobby.v2:
+            await lobby.ws.send(P.dumps(P.turn_notice_v2(lobby.game, order or [lobby.user])))
+        else:
+            await lobby.ws.send(P.dumps(P.game_notice(lobby.game, P.YOUR_TURN)))
 
     async def _time_out(self, game: str) -> None:
         if self.keys.cluster:  # first stop offering it (the matchmaking slot's half)
@@ -496,3 +554,91 @@ class GameServer:
                                                 args=[game, self.keys.events_channel])
         if int(result[0]) == 1:
             await self._game_over(game, STATUS.TIMED_OUT, members=result[1:])
+
+    # -- the v2 session: one connection for a player's whole life ---------------------
+    async def _session(self, ws: ServerConnection) -> None:
+        """Requests and the current game's events go through one queue, handled in
+        order: a reply is always sent before the notices its action caused."""
+        queue: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.create_task(self._read_into(ws, queue))
+        session = _Session(ws, queue)
+        try:
+            while True:
+                lobby = session.lobby
+                deadline = session.deadline if lobby is not None and not lobby.started else None
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        item = await queue.get()
+                except TimeoutError:  # the lobby did not fill in time
+                    session.deadline = None
+                    await self._time_out(lobby.game)
+                    continue
+                if isinstance(item, dict):  # an event (or the client closed)
+                    if item.get("t") == "closed":
+                        return
+                    if lobby is not None and item.get("g") in (lobby.game, None) and await self._on_event(lobby, item):
+                        self._unregister(lobby)
+                        session.lobby = None
+                    continue
+                try:
+                    verb, req = P.parse_session(item)
+                    await ws.send(await self._session_request(session, verb, req))
+                except P.ProtocolError as exc:
+                    await ws.send(P.dumps(exc.frame))
+                except redis.ResponseError as exc:  # a script failed: a bug, not bad input
+                    lobby_log.error("Script error on %s: %s", P.SESSION, exc)
+                    await ws.send(P.dumps(P.error_frame("SERVER ERROR", "SCRIPT_ERROR", "the request failed")))
+        finally:
+            reader.cancel()
+            if session.lobby is not None:
+                self._unregister(session.lobby)
+
+    async def _session_request(self, session: _Session, verb: str, req: dict) -> str:
+        if verb == P.LOGIN_V2:
+            if session.user is not None:
+                raise P.ProtocolError("ALREADY LOGGED IN", "ALREADY_LOGGED_IN",
+                                      "this session is logged in; open a new one for another user")
+            done = await self._log_in(req["USER"])
+            if done is None:
+                return P.dumps(P.no_heroes())
+            session.user = done[0]
+            return P.dumps(P.logged_in(*done))
+        if session.user is None:
+            raise P.ProtocolError("NOT LOGGED IN", "NOT_LOGGED_IN", "send LOGIN first")
+        lobby = session.lobby
+        if verb == P.FIND_V2:
+            if lobby is not None:
+                raise P.ProtocolError("ALREADY IN A GAME", "ALREADY_IN_A_GAME",
+                                      "FIND again after this game's COMPLETE or TIMED OUT")
+            self._joining += 1
+            try:
+                game, hero = await self._join(session.user, req["PARTICIPANTS"])
+                # registered before anything else runs here: later events are delivered,
+                # and a start event that came first was kept in _early
+                lobby = session.lobby = _Lobby(game, session.user, session.ws, session.queue, v2=True)
+                self._register(lobby)
+                early = self._early.pop(game, None)
+                if early is not None:
+                    session.queue.put_nowait(early)
+            finally:
+                self._joining -= 1
+                if not self._joining:
+                    self._early.clear()
+            session.deadline = self._loop.time() + self.settings.lobby_timeout
+            return P.dumps(P.joined(game, hero))
+        if lobby is None:
+            raise P.ProtocolError("NOT IN A GAME", "NOT_IN_A_GAME", "FIND a game first")
+        if verb == P.ATTACK_V2:
+            return await self._act(lobby.game, session.user, req["ENEMY_TOKEN"])
+        return P.dumps((await self._hero({"GAME_TOKEN": lobby.game, "USER_TOKEN": req["USER_TOKEN"]}))[0])
+
+
+@dataclass(eq=False)
+class _Session:
+    """A v2 connection: its user once logged in, and the game it follows."""
+
+    ws: ServerConnection
+    queue: asyncio.Queue
+    user: str | None = None
+    lobby: _Lobby | None = None
+    deadline: float | None = None

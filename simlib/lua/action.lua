@@ -5,7 +5,9 @@
 -- ARGV[5] events channel, ARGV[6] '1' to pause between turns,
 -- ARGV[7] combat log channel ('' = do not publish): the record goes out as the log
 -- transport's message (level, timestamp, name, log_message, task), in this round trip
--- Returns {'ERR', status, code} | {'NA', record} | {'OK', record, living, next user or winner, log length}
+-- Returns {'ERR', status, code} | {'NA', record} | {'OK', record, event}: the event is the JSON published on
+-- the events channel: {t = 'turn' | 'complete', g, u = next user or winner, n = log length,
+-- o = living members in turn order, m = all members (complete only)}
 local game, user, enemy, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local status_key, members, order, logs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
@@ -13,7 +15,9 @@ local status = redis.call('GET', status_key)
 if not status then
   return {'ERR', 'UNKNOWN GAME TOKEN', 'UNKNOWN_GAME_TOKEN'}
 end
-if redis.call('SISMEMBER', members, user) == 0 then
+-- the order holds members only, so the player on turn needs no membership look-up
+local head = redis.call('LINDEX', order, 0)
+if head ~= user and redis.call('SISMEMBER', members, user) == 0 then
   return {'ERR', 'USER NOT IN THIS GAME', 'NOT_A_MEMBER'}
 end
 if status == 'Waiting Lobby' or status == 'Timed Out' then
@@ -34,19 +38,22 @@ end
 if status == 'Completed' then
   return {'ERR', 'GAME COMPLETED', 'GAME_COMPLETED'}
 end
-if redis.call('LINDEX', order, 0) ~= user then
+if head ~= user then
   return {'ERR', 'NOT YOUR TURN', 'NOT_YOUR_TURN'}
 end
 if enemy == user then
   return {'ERR', 'CANNOT ATTACK YOURSELF', 'SELF_ATTACK'}
 end
-if redis.call('SISMEMBER', members, enemy) == 0 then
-  return {'ERR', 'ENEMY NOT IN THIS GAME', 'ENEMY_NOT_A_MEMBER'}
-end
 local enemy_key = KEYS[6]
 local prior = tonumber(redis.call('HGET', enemy_key, 'health'))
+if not prior then  -- no hero hash: not a member, or the worker's clean-up got there first
+  if redis.call('SISMEMBER', members, enemy) == 0 then
+    return {'ERR', 'ENEMY NOT IN THIS GAME', 'ENEMY_NOT_A_MEMBER'}
+  end
+  return {'ERR', 'HERO NOT AVAILABLE', 'HERO_GONE'}
+end
 local attack = tonumber(redis.call('HGET', KEYS[5], 'attack'))
-if not prior or not attack then  -- the worker's clean-up got there first
+if not attack then
   return {'ERR', 'HERO NOT AVAILABLE', 'HERO_GONE'}
 end
 if prior <= 0 then
@@ -70,13 +77,18 @@ redis.call('LMOVE', order, order, 'LEFT', 'RIGHT')
 if post == 0 then
   redis.call('LREM', order, 0, enemy)
 end
-local living = redis.call('LLEN', order)
-local head = redis.call('LINDEX', order, 0)
-if living <= 1 then
+local living = redis.call('LRANGE', order, 0, -1)
+local event = {g = game, u = living[1], n = n, o = living}
+if #living <= 1 then
   redis.call('SET', status_key, 'Completed')
-  redis.call('PUBLISH', ARGV[5], '{"t":"complete","g":"' .. game .. '","u":"' .. head .. '","n":' .. n .. '}')
+  event.t = 'complete'
+  event.m = redis.call('SMEMBERS', members)  -- for the clean-up tasks, without a read back
 else
-  redis.call('SET', status_key, ARGV[6] == '1' and 'In-Progress' or 'Waiting Player')
-  redis.call('PUBLISH', ARGV[5], '{"t":"turn","g":"' .. game .. '","u":"' .. head .. '","n":' .. n .. '}')
+  local next_status = ARGV[6] == '1' and 'In-Progress' or 'Waiting Player'
+  if status ~= next_status then
+    redis.call('SET', status_key, next_status)
+  end
+  event.t = 'turn'
 end
-return {'OK', record, living, head, n}
+redis.call('PUBLISH', ARGV[5], cjson.encode(event))
+return {'OK', record, cjson.encode(event)}

@@ -39,6 +39,11 @@ if joined >= n then
   table.sort(members)
   redis.call('DEL', KEYS[7])
   redis.call('RPUSH', KEYS[7], unpack(members))
-  redis.call('PUBLISH', ARGV[5], '{"t":"start","g":"' .. game .. '","u":"' .. members[1] .. '","n":0}')
+  -- the event carries what START shows (members, heroes), so no server reads it back
+  local heroes = {}
+  for _, m in ipairs(members) do
+    heroes[m] = redis.call('HMGET', KEYS[6]:sub(1, #KEYS[6] - #user) .. m, 'id', 'attack', 'health')
+  end
+  redis.call('PUBLISH', ARGV[5], cjson.encode({t = 'start', g = game, u = members[1], n = 0, m = members, h = heroes}))
 end
 return {game, hero, joined}

@@ -69,6 +69,11 @@ if joined >= n then
   table.sort(members)
   redis.call('DEL', gk .. ':order')
   redis.call('RPUSH', gk .. ':order', unpack(members))
-  redis.call('PUBLISH', ARGV[5], '{"t":"start","g":"' .. game .. '","u":"' .. members[1] .. '","n":0}')
+  -- the event carries what START shows (members, heroes), so no server reads it back
+  local heroes = {}
+  for _, m in ipairs(members) do
+    heroes[m] = redis.call('HMGET', gk .. ':superheros:' .. m, 'id', 'attack', 'health')
+  end
+  redis.call('PUBLISH', ARGV[5], cjson.encode({t = 'start', g = game, u = members[1], n = 0, m = members, h = heroes}))
 end
 return {game, hero, joined, n}
