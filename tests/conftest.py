@@ -137,11 +137,20 @@ def find(open_, user: str, n: int) -> dict:
 
 
 def snapshot(client: redis.Redis) -> dict:
-    """Every key with its serialized value and TTL: equal snapshots mean nothing changed."""
+    """Every key with its type, value and TTL: equal snapshots mean nothing changed.
+
+    Values are compared by content, not by DUMP bytes: a read may advance the
+    incremental rehash of a large hash, which reorders its DUMP but changes nothing."""
     kw = client.connection_pool.connection_kwargs
     raw = redis.Redis(host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), db=kw.get("db", 0))
+    read = {b"string": raw.get, b"hash": raw.hgetall, b"list": lambda k: raw.lrange(k, 0, -1),
+            b"set": lambda k: frozenset(raw.smembers(k)), b"zset": lambda k: raw.zrange(k, 0, -1, withscores=True)}
     try:
-        return {k: (raw.dump(k), raw.ttl(k)) for k in raw.scan_iter(count=1000)}
+        out = {}
+        for k in raw.scan_iter(count=1000):
+            kind = raw.type(k)
+            out[k] = (kind, read[kind](k) if kind in read else raw.dump(k), raw.ttl(k))
+        return out
     finally:
         raw.close()
 
