@@ -108,10 +108,17 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text)
 
 
+_second: tuple = (None, "")  # the last second formatted, and its text (strftime is slow)
+
+
 def timestamp(now: _dt.datetime | None = None) -> str:
     """ISO 8601 UTC with milliseconds, e.g. ``2026-11-28T03:00:19.042Z``."""
+    global _second
     now = now or _dt.datetime.now(_dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    cached = _second  # one read: threads swap the whole pair, never half of it
+    if now.replace(microsecond=0) != cached[0]:
+        cached = _second = (now.replace(microsecond=0), now.strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{cached[1]}{now.microsecond // 1000:03d}Z"
 
 
 def is_token(value: Any) -> bool:

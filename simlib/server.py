@@ -35,7 +35,7 @@ from . import protocol as P
 from .config import Settings
 from .game import STATUS
 from .keys import GAME_CHANNEL, LOBBY_CHANNEL, Keyspace
-from .logs import TaskAdapter, flush_logs, setup_logging
+from .logs import ROOT, RedisPubSubHandler, TaskAdapter, flush_logs, setup_logging
 from .store import connect_async
 
 __all__ = ["GameServer", "load_script"]
@@ -45,7 +45,9 @@ game_log = TaskAdapter(logging.getLogger(GAME_CHANNEL), {})
 
 
 def load_script(name: str) -> str:
-    return resources.files("simlib").joinpath("lua", f"{name}.lua").read_text()
+    """A script's source, after the shared log helpers (``lua/_log.lua``)."""
+    lua = resources.files("simlib").joinpath("lua")
+    return lua.joinpath("_log.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
 
 
 @dataclass(eq=False)
@@ -271,14 +273,17 @@ class GameServer:
             else:
                 game, hero, joined, _ = await self._scripts["join"](
                     keys=[self.keys.players(n), self.keys.participants, self.keys.superheros],
-                    args=[user, n, str(uuid.uuid4()), self.keys.game_format, self.keys.events_channel])
+                    args=[user, n, str(uuid.uuid4()), self.keys.game_format, self.keys.events_channel,
+                          P.timestamp(), self._lobby_channel])
         except redis.ResponseError as exc:
             if "NO HERO LEFT" in str(exc):
                 raise P.ProtocolError("NOT ENOUGH SUPERHEROS", "NO_HERO_LEFT",
                                       "the roster has fewer heroes than players in this game") from None
             raise
-        lobby_log.info("Player Joined Game: %s", game, task={"game_token": game, "user_token": user,
-                                                   "hero_id": int(hero), "joined": int(joined), "participants": n})
+        if self._log_locally:
+            lobby_log.info("Player Joined Game: %s", game, extra={"published": bool(self._lobby_channel)},
+                           task={"game_token": game, "user_token": user, "hero_id": int(hero),
+                                 "joined": int(joined), "participants": n})
         return game, int(hero)
 
     async def _find(self, req: dict) -> list[dict]:
@@ -299,7 +304,8 @@ class GameServer:
                 game, hero, joined = await self._scripts["cluster_join"](
                     keys=[k.status(game), k.host(game), k.game_participants(game), k.game(game),
                           k.heroes_taken(game), k.hero(game, user), k.order(game)],
-                    args=[game, user, n, "1" if int(opened) else "0", k.events_channel, *heroes])
+                    args=[game, user, n, "1" if int(opened) else "0", k.events_channel, P.timestamp(),
+                          self._lobby_channel, *heroes])
             except redis.ResponseError as exc:
                 if "GAME CLOSED" in str(exc):
                     continue
@@ -345,38 +351,53 @@ class GameServer:
             keys=[k.status(game), k.game(game), k.order(game), k.logs(game), k.hero(game, user),
                   k.hero(game, enemy or user)],
             args=[game, user, enemy or "", P.timestamp(), k.events_channel,
-                  "1" if self.settings.server_sleep > 0 else "0", self._combat_channel])
+                  "1" if self.settings.server_sleep > 0 else "0", self._combat_channel, self._lobby_channel])
         kind = result[0]
         if kind == "ERR":
             raise P.ProtocolError(result[1], result[2])
         if kind == "OK":
             self.stats["attacks"] += 1
-            if game_log.isEnabledFor(logging.INFO):  # already on pub/sub: the script published it
-                game_log.info("Attack Completed: %s", result[1], extra={"published": True})
+            if self._log_locally:
+                game_log.info("Attack Completed: %s", result[1], extra={"published": bool(self._combat_channel)})
             event = json.loads(result[2])
             self._deliver(event)  # the same event comes back by pub/sub; lobbies skip repeats
             if event["t"] == "complete":
-                await self._game_over(game, STATUS.COMPLETED, winner=event["u"], members=event["m"])
+                self._game_over(game, STATUS.COMPLETED, event["u"], event["m"])
         return result[1]
 
+    # Records the scripts publish themselves (the pub/sub log transport's message, in the
+    # same round trip as the change): combat records, joins, a game's end and its clean-up
+    # tasks. '' = not on pub/sub (LOGGER_MODULE is not redis, or the level hides INFO).
     @functools.cached_property
     def _combat_channel(self) -> str:
-        """Where the action script publishes its combat record ('' = nowhere): the same
-        message the pub/sub log handler would send, in the same round trip as the attack."""
         if self.settings.logger_module == "redis" and game_log.isEnabledFor(logging.INFO):
             return GAME_CHANNEL
         return ""
 
-    async def _game_over(self, game: str, status: str, winner: str | None = None,
-                         members: list[str] | None = None) -> None:
-        """Log the end of a game and one clean-up task per member (for the worker)."""
-        if members is None:
-            members = await self._redis.smembers(self.keys.game(game))
+    @functools.cached_property
+    def _lobby_channel(self) -> str:
+        if self.settings.logger_module == "redis" and lobby_log.isEnabledFor(logging.INFO):
+            return LOBBY_CHANNEL
+        return ""
+
+    @property
+    def _log_locally(self) -> bool:
+        """Whether a record published by a script is still wanted in this process: some
+        other handler (stdout, a test's) takes INFO. Saves building records nobody reads."""
+        return any(h.level <= logging.INFO and not isinstance(h, RedisPubSubHandler)
+                   for h in logging.getLogger(ROOT).handlers) or not self._lobby_channel
+
+    def _game_over(self, game: str, status: str, winner: str | None, members: list[str]) -> None:
+        """Log the end of a game and one clean-up task per member (for the worker); the
+        script that ended the game has published them already when ``_lobby_channel``."""
+        if not self._log_locally:
+            return
         members = sorted(members)
-        lobby_log.info("Game Finished: %s", status,
+        extra = {"published": bool(self._lobby_channel)}
+        lobby_log.info("Game Finished: %s", status, extra=extra,
                        task={"game_token": game, "status": status, "winner": winner, "members": members})
         for user in members:
-            lobby_log.info("Cleaning Game Records", task={"game_token": game, "user_token": user})
+            lobby_log.info("Cleaning Game Records", extra=extra, task={"game_token": game, "user_token": user})
 
     # -- the lobby connection (v1) ----------------------------------------------------
     async def _lobby(self, ws: ServerConnection) -> None:
@@ -551,9 +572,10 @@ class GameServer:
             if n is not None:
                 await self._scripts["cluster_close"](keys=[self.keys.players_open(n)], args=[game])
         result = await self._scripts["timeout"](keys=[self.keys.status(game), self.keys.game(game)],
-                                                args=[game, self.keys.events_channel])
+                                                args=[game, self.keys.events_channel, P.timestamp(),
+                                                      self._lobby_channel])
         if int(result[0]) == 1:
-            await self._game_over(game, STATUS.TIMED_OUT, members=result[1:])
+            self._game_over(game, STATUS.TIMED_OUT, None, result[1:])
 
     # -- the v2 session: one connection for a player's whole life ---------------------
     async def _session(self, ws: ServerConnection) -> None:
@@ -565,14 +587,16 @@ class GameServer:
         try:
             while True:
                 lobby = session.lobby
-                deadline = session.deadline if lobby is not None and not lobby.started else None
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        item = await queue.get()
-                except TimeoutError:  # the lobby did not fill in time
-                    session.deadline = None
-                    await self._time_out(lobby.game)
-                    continue
+                if lobby is None or lobby.started or session.deadline is None:
+                    item = await queue.get()
+                else:
+                    try:
+                        async with asyncio.timeout_at(session.deadline):
+                            item = await queue.get()
+                    except TimeoutError:  # the lobby did not fill in time
+                        session.deadline = None
+                        await self._time_out(lobby.game)
+                        continue
                 if isinstance(item, dict):  # an event (or the client closed)
                     if item.get("t") == "closed":
                         return
@@ -617,7 +641,7 @@ class GameServer:
                 # and a start event that came first was kept in _early
                 lobby = session.lobby = _Lobby(game, session.user, session.ws, session.queue, v2=True)
                 self._register(lobby)
-                early = self._early.pop(game, None)
+                early = self._early.get(game)  # not popped: another member may be joining too
                 if early is not None:
                     session.queue.put_nowait(early)
             finally:

@@ -13,7 +13,7 @@ from simlib.runner import simulate
 from conftest import Tap
 
 
-@pytest.mark.parametrize("style", ["fast", "v1"])
+@pytest.mark.parametrize("style", ["fast", "v1", "v2"])
 def test_200_bots_at_full_speed_break_no_rule(settings, r, redis_server, style):
     """Every game completes or times out, none overfills, every log replays legally, no error."""
     tap = Tap(redis_server.url, LOBBY_CHANNEL, GAME_CHANNEL)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 import uuid
 
 import pytest
@@ -199,3 +200,42 @@ def test_played_game_publishes_one_clean_task_per_member_and_every_attack(pubsub
     logged = [json.loads(x) for x in r.lrange(keys.logs(game), 0, -1)]
     assert len(attacks) == r.llen(keys.logs(game)) == len(players.recorder.attacks) > 0
     assert [m["task"] for m in attacks] == logged
+
+
+def test_records_published_by_scripts_match_the_transport_and_come_once(pubsub_logging, game_server, r, keys,
+                                                                         redis_server, settings):
+    """Join, end and clean-up records that the Lua scripts publish are byte for byte what
+    the Python transport would send (json.dumps of level/timestamp/name/log_message/task),
+    and each comes exactly once (the handler skips what a script already sent)."""
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True).pubsub(ignore_subscribe_messages=True)
+    raw.subscribe(LOBBY_CHANNEL)
+    try:
+        players = start_players(game_server.url, players=2, games=1, seed=3, style="v2")
+        assert players.join(30) and not players.failures and not players.recorder.errors
+        flush_logs()
+        r.publish(LOBBY_CHANNEL, "end-marker")
+        texts = []
+        deadline = time.monotonic() + 10
+        while (not texts or texts[-1] != "end-marker") and time.monotonic() < deadline:
+            message = raw.get_message(timeout=1)  # None also for the subscribe confirmation
+            if message is not None:
+                texts.append(message["data"])
+        assert texts and texts[-1] == "end-marker", "marker never arrived"
+    finally:
+        raw.close()
+    (game,) = {row["game"] for row in players.recorder.games}
+    members = sorted(r.smembers(keys.game(game)))
+    got = [json.loads(t) for t in texts[:-1]]
+    for text, record in zip(texts, got):
+        assert text == json.dumps(record) and list(record)[:4] == ["level", "timestamp", "name", "log_message"]
+        assert record["name"] == LOBBY_CHANNEL and record["level"] == "INFO"
+        dt.datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
+    joins = [g["task"] for g in got if g["log_message"] == f"Player Joined Game: {game}"]
+    assert sorted(j["user_token"] for j in joins) == members
+    assert sorted(j["joined"] for j in joins) == [1, 2] and {j["participants"] for j in joins} == {2}
+    assert all(isinstance(j["hero_id"], int) for j in joins)
+    ends = [g["task"] for g in got if g["log_message"] == "Game Finished: Completed"]
+    winner = r.lindex(keys.order(game), 0)
+    assert ends == [{"game_token": game, "status": "Completed", "winner": winner, "members": members}]
+    assert [g["task"] for g in got if g["log_message"] == CLEAN_MESSAGE] == [
+        {"game_token": game, "user_token": u} for u in members]

@@ -73,7 +73,8 @@ def drain(*handles) -> None:
 
 def state(r: redis.Redis) -> dict:
     """Every key's value, and whether it has an expiry (TTL seconds tick, so not the value)."""
-    return {k.decode(): (dump, ttl > 0 if ttl != -1 else -1) for k, (dump, ttl) in snapshot(r).items()}
+    return {k.decode(): ((kind, value), ttl > 0 if ttl != -1 else -1)
+            for k, (kind, value, ttl) in snapshot(r).items()}
 
 
 def game_keys(r: redis.Redis) -> list[str]:

@@ -5,6 +5,8 @@
 -- ARGV[5] events channel, ARGV[6] '1' to pause between turns,
 -- ARGV[7] combat log channel ('' = do not publish): the record goes out as the log
 -- transport's message (level, timestamp, name, log_message, task), in this round trip
+-- ARGV[8] lobby log channel ('' = do not publish): where the game's end and its clean-up
+-- tasks go when this attack ends the game
 -- Returns {'ERR', status, code} | {'NA', record} | {'OK', record, event}: the event is the JSON published on
 -- the events channel: {t = 'turn' | 'complete', g, u = next user or winner, n = log length,
 -- o = living members in turn order, m = all members (complete only)}
@@ -68,10 +70,7 @@ local record = '{"TIMESTAMP": "' .. ts .. '", "PAYLOAD": {"GAME_TOKEN": "' .. ga
   string.format('%d', prior - post) .. ', "ENEMY_HEALTH_PRIOR": ' .. string.format('%d', prior) ..
   ', "ENEMY_HEALTH_POST": ' .. string.format('%d', post) .. '}}}'
 local n = redis.call('RPUSH', logs, record)
-if ARGV[7] ~= '' then
-  redis.call('PUBLISH', ARGV[7], '{"level": "INFO", "timestamp": "' .. ts .. '", "name": "' .. ARGV[7] ..
-    '", "log_message": "Attack Completed", "task": ' .. record .. '}')
-end
+publish_log(ARGV[7], ts, 'Attack Completed', record)
 
 redis.call('LMOVE', order, order, 'LEFT', 'RIGHT')
 if post == 0 then
@@ -83,6 +82,7 @@ if #living <= 1 then
   redis.call('SET', status_key, 'Completed')
   event.t = 'complete'
   event.m = redis.call('SMEMBERS', members)  -- for the clean-up tasks, without a read back
+  publish_game_over(ARGV[8], ts, game, 'Completed', living[1], event.m)
 else
   local next_status = ARGV[6] == '1' and 'In-Progress' or 'Waiting Player'
   if status ~= next_status then

@@ -2,18 +2,25 @@
 -- KEYS[1] status, [2] host, [3] participants, [4] members, [5] heroes taken,
 -- [6] the user's hero hash, [7] order
 -- ARGV[1] game, [2] user, [3] n, [4] '1' if this user opened the game, [5] events
--- channel, then candidate heroes as (id, attack, health) triples, drawn by the server
+-- channel, [6] timestamp, [7] lobby log channel ('' = do not publish the join record),
+-- then candidate heroes as (id, attack, health) triples, drawn by the server
 -- Returns {game, hero id, members joined} or an error: GAME CLOSED, NO HERO LEFT
 local game, user, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+local function answer(hero, joined)
+  publish_log(ARGV[7], ARGV[6], 'Player Joined Game: ' .. game, '{"game_token": "' .. game .. '", "user_token": "' ..
+    user .. '", "hero_id": ' .. hero .. ', "joined": ' .. joined .. ', "participants": ' .. n .. '}')
+  return {game, hero, joined}
+end
 local status = redis.call('GET', KEYS[1])
 if status and status ~= 'Waiting Lobby' then
   return redis.error_reply('GAME CLOSED')
 end
 if redis.call('SISMEMBER', KEYS[4], user) == 1 then
-  return {game, redis.call('HGET', KEYS[6], 'id'), redis.call('SCARD', KEYS[4])}
+  return answer(redis.call('HGET', KEYS[6], 'id'), redis.call('SCARD', KEYS[4]))
 end
 local hero, attack, health
-for i = 6, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   if redis.call('SISMEMBER', KEYS[5], ARGV[i]) == 0 then
     hero, attack, health = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     break
@@ -46,4 +53,4 @@ if joined >= n then
   end
   redis.call('PUBLISH', ARGV[5], cjson.encode({t = 'start', g = game, u = members[1], n = 0, m = members, h = heroes}))
 end
-return {game, hero, joined}
+return answer(hero, joined)

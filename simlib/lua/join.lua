@@ -3,9 +3,16 @@
 -- be open, because every join goes through this script.
 -- KEYS[1] games:players:<n>, KEYS[2] games:participants, KEYS[3] superheros
 -- ARGV[1] user token, ARGV[2] n, ARGV[3] a fresh game token (used if a game is opened),
--- ARGV[4] game key format (e.g. 'games:%s'), ARGV[5] events channel
+-- ARGV[4] game key format (e.g. 'games:%s'), ARGV[5] events channel, ARGV[6] timestamp,
+-- ARGV[7] lobby log channel ('' = do not publish the "Player Joined Game" record)
 -- Returns {game token, hero id, members joined, n}
 local user, n, fresh, fmt = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+
+local function answer(game, hero, joined)
+  publish_log(ARGV[7], ARGV[6], 'Player Joined Game: ' .. game, '{"game_token": "' .. game .. '", "user_token": "' ..
+    user .. '", "hero_id": ' .. hero .. ', "joined": ' .. joined .. ', "participants": ' .. n .. '}')
+  return {game, hero, joined, n}
+end
 
 local game = redis.call('LINDEX', KEYS[1], -1)
 local gk
@@ -15,8 +22,7 @@ if game then
     game = nil
   elseif redis.call('SISMEMBER', gk, user) == 1 then
     -- already waiting in this lobby: answer again, change nothing
-    local hero = redis.call('HGET', gk .. ':superheros:' .. user, 'id')
-    return {game, hero, redis.call('SCARD', gk), n}
+    return answer(game, redis.call('HGET', gk .. ':superheros:' .. user, 'id'), redis.call('SCARD', gk))
   elseif redis.call('SCARD', gk) >= n then
     game = nil
   end
@@ -76,4 +82,4 @@ if joined >= n then
   end
   redis.call('PUBLISH', ARGV[5], cjson.encode({t = 'start', g = game, u = members[1], n = 0, m = members, h = heroes}))
 end
-return {game, hero, joined, n}
+return answer(game, hero, joined)
