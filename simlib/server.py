@@ -30,7 +30,7 @@ import redis.asyncio
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from . import aio
+from . import aio, mux
 from . import protocol as P
 from .config import Settings
 from .game import STATUS
@@ -117,6 +117,8 @@ class GameServer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self._stop.set)
         self._redis = connect_async(self.settings, stats=self.stats)
+        # the scripts (every state change) go over one pipelined connection where the URL allows
+        self._mux = None if self.keys.cluster else mux.for_url(self.settings.redis_url, stats=self.stats)
         # events come over a plain connection to the named node (on a cluster, classic
         # pub/sub reaches every node)
         self._events = redis.asyncio.Redis.from_url(self.settings.redis_url, decode_responses=True)
@@ -125,7 +127,7 @@ class GameServer:
         try:
             for name in ("login", "join", "action", "waiting", "timeout", "cluster_seat", "cluster_join",
                          "cluster_close"):
-                self._scripts[name] = self._redis.register_script(load_script(name))
+                self._scripts[name] = (self._mux or self._redis).register_script(load_script(name))
             await pubsub.subscribe(self.keys.events_channel)
             listener = asyncio.create_task(self._listen(pubsub), name="events")
             async with serve(self._handle, self.host, self.port, max_size=P.MAX_FRAME,
@@ -145,6 +147,8 @@ class GameServer:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
             await self._events.aclose()
+            if self._mux is not None:
+                await self._mux.aclose()
             if isinstance(self._redis, redis.asyncio.RedisCluster):  # closes its nodes' pools itself
                 await self._redis.aclose()
             else:
