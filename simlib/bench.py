@@ -43,14 +43,18 @@ class Scenario:
     style: str = "fast"
 
 
+#: The fast bots are the v2 session bots (one connection each, a turn is one round trip);
+#: "fast v1" keeps v1 frames over connections held open; "v1" opens a connection per step
+#: as the original bots did.
 SCENARIOS = (
-    Scenario("fast, 10 players", 10),
-    Scenario("fast, 200 players", 200),
-    Scenario("fast, 1000 players", 1000),
-    Scenario("fast, 200 players, 2 servers", 200, servers=2),
+    Scenario("v2, 10 players", 10, style="v2"),
+    Scenario("v2, 200 players", 200, style="v2"),
+    Scenario("v2, 1000 players", 1000, style="v2"),
+    Scenario("v2, 200 players, 2 servers", 200, servers=2, style="v2"),
+    Scenario("fast v1, 200 players", 200, style="fast"),
     Scenario("v1, 200 players", 200, style="v1"),
 )
-QUICK = (Scenario("fast, 10 players", 10), Scenario("v1, 10 players", 10, style="v1"))
+QUICK = (Scenario("v2, 10 players", 10, style="v2"), Scenario("v1, 10 players", 10, style="v1"))
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -151,13 +155,13 @@ def _server_reports(pubsub, servers: int, timeout: float = 10.0) -> dict:
 async def _ceiling_server(url: str, host: str) -> None:
     from websockets.asyncio.server import serve  # noqa: PLC0415
 
-    from .store import connect_async  # noqa: PLC0415
+    from . import mux  # noqa: PLC0415
 
-    r = connect_async(Settings(redis_url=url))  # the same pool the game server uses
+    r = mux.for_url(url)  # the same pipelined connection the game server's scripts use
 
     async def handler(ws):
         async for message in ws:
-            await r.incr("simlib:bench:ceiling")
+            await r.execute("INCR", "simlib:bench:ceiling")
             await ws.send(message)
 
     async with serve(handler, host, 0, compression=None) as server:
@@ -183,7 +187,7 @@ def measure_ceiling(settings: Settings, connections: int, seconds: float) -> flo
 
             async def client():
                 nonlocal count
-                async with ws_connect(url, compression=None, max_size=2**16) as ws:
+                async with ws_connect(url, compression=None, max_size=2**16, proxy=None) as ws:
                     msg = json.dumps({"PAYLOAD": {"GAME_TOKEN": "0" * 36, "USER_TOKEN": "1" * 36}})
                     while not stop.is_set():
                         await ws.send(msg)
