@@ -13,8 +13,12 @@ connection can carry every caller's commands at once:
 
 Errors keep redis-py's types (``redis.ResponseError`` for an error reply,
 ``redis.ConnectionError`` when the connection drops), so callers handle both clients
-alike. A call after a drop connects again. Only plain ``redis://`` URLs are taken
-(:func:`for_url` returns None otherwise, and the caller keeps redis-py).
+alike. A command already written when the connection drops fails (it is not sent again:
+a script may have run); the next call connects again.
+
+A :class:`Mux` can also carry a subscription (:meth:`Mux.subscribe`): each message is
+handed to a callback straight from the socket's data callback, with no task per message,
+and ``on_lost`` says when the connection dropped (subscribe again, then catch up).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import ssl
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -45,9 +51,13 @@ class _Protocol(asyncio.Protocol):
 class Mux:
     """Commands from any number of tasks over one connection, replies matched in order."""
 
-    def __init__(self, host: str, port: int, *, username: str | None = None, password: str | None = None,
-                 db: int = 0, stats: dict | None = None):
-        self.host, self.port = host, port
+    def __init__(self, host: str | None, port: int | None, *, username: str | None = None,
+                 password: str | None = None, db: int = 0, stats: dict | None = None, tls: bool = False,
+                 path: str | None = None):
+        self.host, self.port, self.path, self.tls = host, port, path, tls
+        self.on_message: Callable[[str], None] | None = None
+        self.on_lost: Callable[[Exception | None], None] | None = None
+        self._closing = False
         self._auth = [username, password] if username and password else [password] if password else []
         self._db = db
         self.stats = stats if stats is not None else {}
@@ -90,9 +100,15 @@ class Mux:
         self._connecting = self._loop.create_future()
         try:
             try:
-                transport, _ = await self._loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+                if self.path is not None:
+                    transport, _ = await self._loop.create_unix_connection(lambda: _Protocol(self), self.path)
+                else:
+                    transport, _ = await self._loop.create_connection(
+                        lambda: _Protocol(self), self.host, self.port,
+                        ssl=ssl.create_default_context() if self.tls else None)
             except OSError as exc:
-                raise redis.ConnectionError(f"cannot connect to Redis at {self.host}:{self.port}: {exc}") from None
+                where = self.path or f"{self.host}:{self.port}"
+                raise redis.ConnectionError(f"cannot connect to Redis at {where}: {exc}") from None
             self._reader = hiredis.Reader(encoding="utf-8", replyError=redis.ResponseError)
             self._transport = transport
             if self._auth:
@@ -113,6 +129,10 @@ class Mux:
             reader.feed(data)
             reply = reader.gets()
             while reply is not False:
+                if self.on_message is not None and type(reply) is list and reply[0] == "message":
+                    self.on_message(reply[2])  # [message, channel, data]: no waiter, a push
+                    reply = reader.gets()
+                    continue
                 fut = self._waiters.popleft()
                 if not fut.done():  # a caller that was cancelled still had its reply come
                     if isinstance(reply, redis.ResponseError):
@@ -125,14 +145,25 @@ class Mux:
             self._lost(exc)
 
     def _lost(self, exc: Exception | None) -> None:
+        if self._transport is None and not self._waiters:
+            return  # already handled (an unreadable stream, then its connection_lost)
         self._transport = None
         self._out.clear()
         waiters, self._waiters = self._waiters, collections.deque()
         for fut in waiters:
             if not fut.done():
                 fut.set_exception(redis.ConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+        if self.on_lost is not None and not self._closing:
+            self.on_lost(exc)
+
+    async def subscribe(self, channel: str, on_message: Callable[[str], None]) -> None:
+        """Subscribe this connection to ``channel``; from now on it carries nothing else.
+        ``on_message(data)`` is called for each message, in order."""
+        self.on_message = on_message
+        await self.execute("SUBSCRIBE", channel)
 
     async def aclose(self) -> None:
+        self._closing = True
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -159,13 +190,18 @@ class MuxScript:
         return await self.mux.execute("EVAL", self.source, len(keys), *keys, *args)
 
 
-def for_url(url: str, stats: dict | None = None) -> Mux | None:
-    """A :class:`Mux` for a plain ``redis://host:port[/db]`` URL (with optional
-    user and password); None for TLS, Unix sockets and anything else."""
+def for_url(url: str, stats: dict | None = None) -> Mux:
+    """A :class:`Mux` for a Redis URL: ``redis://`` or ``rediss://`` (TLS, the system's
+    trust store) ``[user:password@]host[:port][/db]``, or ``unix://[:password@]/path[?db=N]``."""
     parts = urlsplit(url)
-    if parts.scheme != "redis" or not parts.hostname:
-        return None
+    auth = {"username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None, "stats": stats}
+    if parts.scheme == "unix":
+        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        db = query.get("db", "0")
+        return Mux(None, None, path=parts.path, db=int(db) if db.isdigit() else 0, **auth)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"not a Redis URL: {url!r} (redis://, rediss:// or unix://)")
     db = parts.path.strip("/")
-    return Mux(parts.hostname, parts.port or 6379, username=unquote(parts.username) if parts.username else None,
-               password=unquote(parts.password) if parts.password else None, db=int(db) if db.isdigit() else 0,
-               stats=stats)
+    return Mux(parts.hostname, parts.port or 6379, db=int(db) if db.isdigit() else 0,
+               tls=parts.scheme == "rediss", **auth)

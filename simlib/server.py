@@ -92,6 +92,9 @@ class GameServer:
         # follows yet: a session's own join may start its game before it is registered
         self._joining = 0
         self._early: dict[str, dict] = {}
+        # game -> log length of the last event this process delivered itself, straight
+        # from its own action script: the pub/sub copy of that event is skipped
+        self._delivered: dict[str, int] = {}
         self._users_seen = 0
         self._redis: redis.asyncio.Redis | None = None
         self._scripts: dict = {}
@@ -117,19 +120,19 @@ class GameServer:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self._stop.set)
         self._redis = connect_async(self.settings, stats=self.stats)
-        # the scripts (every state change) go over one pipelined connection where the URL allows
+        # the scripts (every state change) go over one pipelined connection (on a cluster,
+        # redis-py routes each script to its slot's node)
         self._mux = None if self.keys.cluster else mux.for_url(self.settings.redis_url, stats=self.stats)
-        # events come over a plain connection to the named node (on a cluster, classic
-        # pub/sub reaches every node)
-        self._events = redis.asyncio.Redis.from_url(self.settings.redis_url, decode_responses=True)
-        pubsub = self._events.pubsub(ignore_subscribe_messages=True)
-        listener = None
+        # events come over a connection of their own to the named node (on a cluster,
+        # classic pub/sub reaches every node), handed to the lobbies as they arrive
+        self._events = mux.for_url(self.settings.redis_url)
+        self._events.on_lost = self._events_lost
+        self._resubscribing: asyncio.Task | None = None
         try:
             for name in ("login", "join", "action", "waiting", "timeout", "cluster_seat", "cluster_join",
                          "cluster_close"):
                 self._scripts[name] = (self._mux or self._redis).register_script(load_script(name))
-            await pubsub.subscribe(self.keys.events_channel)
-            listener = asyncio.create_task(self._listen(pubsub), name="events")
+            await self._events.subscribe(self.keys.events_channel, self._event_message)
             async with serve(self._handle, self.host, self.port, max_size=P.MAX_FRAME,
                              compression=None, ping_interval=20, ping_timeout=60) as ws_server:
                 self.port = ws_server.sockets[0].getsockname()[1]
@@ -140,13 +143,9 @@ class GameServer:
                                task={"server": self.name, "port": self.port, "connections": self.connections,
                                      **self.stats})
         finally:
-            if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await listener
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
             await self._events.aclose()
+            if self._resubscribing is not None:
+                self._resubscribing.cancel()
             if self._mux is not None:
                 await self._mux.aclose()
             if isinstance(self._redis, redis.asyncio.RedisCluster):  # closes its nodes' pools itself
@@ -157,30 +156,36 @@ class GameServer:
             self.ready.clear()
 
     # -- events from Redis (all server processes) -----------------------------
-    async def _listen(self, pubsub) -> None:
-        """Hand each game event to this process's lobbies of that game. If the
-        subscription drops, subscribe again and have every lobby re-read its game:
-        events published during the gap are lost, the state in Redis is not."""
+    def _event_message(self, data: str) -> None:
+        """One message on the events channel: hand it to this process's lobbies of its game."""
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        if event.get("t") in ("turn", "complete") and self._delivered.get(event.get("g")) == event.get("n"):
+            del self._delivered[event["g"]]  # this process acted it, and delivered it then
+            return
+        self._deliver(event)
+
+    def _events_lost(self, exc: Exception | None) -> None:
+        lobby_log.warning("Event subscription lost (%s); subscribing again", exc)
+        self._resubscribing = asyncio.ensure_future(self._resubscribe())
+
+    async def _resubscribe(self) -> None:
+        """Subscribe again, then have every lobby re-read its game: events published
+        during the gap are lost, the state in Redis is not."""
         while True:
             try:
-                async for message in pubsub.listen():
-                    try:
-                        event = json.loads(message["data"])
-                    except (TypeError, ValueError):
-                        continue
-                    self._deliver(event)
-            except redis.ConnectionError as exc:
-                lobby_log.warning("Event subscription lost (%s); subscribing again", exc)
-            resubscribed = False
-            while not resubscribed:
-                try:
-                    await pubsub.subscribe(self.keys.events_channel)
-                    resubscribed = True
-                except redis.ConnectionError:
-                    await asyncio.sleep(0.5)  # Redis is away: retry at a gentle pace
-            for group in self._lobbies.values():
-                for lobby in group:
-                    lobby.queue.put_nowait({"t": "resync"})
+                await self._events.subscribe(self.keys.events_channel, self._event_message)
+                break
+            except redis.ConnectionError:
+                await asyncio.sleep(0.5)  # Redis is away: retry at a gentle pace
+        self._delivered.clear()  # copies lost in the gap will not come to be dropped
+        for group in self._lobbies.values():
+            for lobby in group:
+                lobby.queue.put_nowait({"t": "resync"})
 
     def _deliver(self, event: dict) -> None:
         group = self._lobbies.get(event.get("g"))
@@ -364,7 +369,8 @@ class GameServer:
             if self._log_locally:
                 game_log.info("Attack Completed: %s", result[1], extra={"published": bool(self._combat_channel)})
             event = json.loads(result[2])
-            self._deliver(event)  # the same event comes back by pub/sub; lobbies skip repeats
+            self._deliver(event)
+            self._delivered[game] = event["n"]  # its pub/sub copy is then dropped on arrival
             if event["t"] == "complete":
                 self._game_over(game, STATUS.COMPLETED, event["u"], event["m"])
         return result[1]

@@ -96,11 +96,15 @@ def test_a_killed_connection_fails_its_callers_and_the_next_call_reconnects(redi
 
 
 def test_for_url_takes_plain_redis_urls_with_auth_and_db(redis_server, r):
-    """for_url parses host, port, password and db, and declines TLS and Unix sockets."""
+    """for_url parses host, port, password, db, TLS and Unix socket URLs, and refuses other schemes."""
     m = for_url("redis://user:p%40ss@example.org:6390/4")
     assert (m.host, m.port, m._auth, m._db) == ("example.org", 6390, ["user", "p@ss"], 4)
     assert for_url("redis://:secret@h/")._auth == ["secret"]
-    assert for_url("rediss://h:6379") is None and for_url("unix:///tmp/r.sock") is None
+    assert for_url("rediss://h:6380").tls and not for_url("redis://h").tls
+    sock = for_url("unix://:pw@/tmp/r.sock?db=2")
+    assert (sock.path, sock._db, sock._auth) == ("/tmp/r.sock", 2, ["pw"])
+    with pytest.raises(ValueError):
+        for_url("http://h:6379")
 
     db3 = urlunsplit(urlsplit(redis_server.url)._replace(path="/3"))
 
@@ -116,3 +120,30 @@ def test_for_url_takes_plain_redis_urls_with_auth_and_db(redis_server, r):
     other = redis.Redis.from_url(db3, decode_responses=True)
     assert other.getdel("mux:db") == "three"
     other.close()
+
+
+def test_a_subscription_hands_every_message_to_the_callback_and_reports_a_drop(redis_server, r):
+    """Subscribed, every published message reaches on_message in order; a killed
+    connection calls on_lost once, and subscribing again works."""
+    async def main():
+        m = for_url(redis_server.url)
+        got, lost = [], asyncio.Event()
+        m.on_lost = lambda exc: lost.set()
+        try:
+            done = asyncio.Event()
+            await m.subscribe("mux:chan", lambda data: (got.append(data), data == "99" and done.set()))
+            await asyncio.to_thread(lambda: [r.publish("mux:chan", str(i)) for i in range(100)])
+            await asyncio.wait_for(done.wait(), 10)
+            first = list(got)
+            await asyncio.to_thread(r.client_kill_filter, _type="pubsub")
+            await asyncio.wait_for(lost.wait(), 10)
+            done.clear()
+            await m.subscribe("mux:chan", lambda data: (got.append(data), done.set()))
+            await asyncio.to_thread(r.publish, "mux:chan", "again")
+            await asyncio.wait_for(done.wait(), 10)
+            return first, got[-1]
+        finally:
+            await m.aclose()
+
+    first, last = run(main())
+    assert first == [str(i) for i in range(100)] and last == "again"
