@@ -288,6 +288,7 @@ def run_bench(scenarios=SCENARIOS, *, warmup: float = 3.0, window: float = 10.0,
               finished: int = 50_000, progress=print) -> dict:
     """Run every measurement on a private embedded Redis; return the figures."""
     heroes = load_roster()
+    aio.tune_gc()  # the bots play in this process, as the servers do in theirs
     with EmbeddedRedis() as redis_server:
         settings = Settings.from_env().replace(redis_url=redis_server.url, server_sleep=0.0,
                                                websocket_host="127.0.0.1", websocket_port=0)
@@ -339,4 +340,5 @@ def markdown(result: dict) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--ceiling-server":
+        aio.tune_gc()  # as the game server does
         aio.run(_ceiling_server(sys.argv[2], "127.0.0.1"))

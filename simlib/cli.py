@@ -290,6 +290,9 @@ def _server(settings, args) -> int:
             threading.Thread(target=lambda: server.ready.wait(60) and _announce(args, server.port),
                              daemon=True).start()
             _stop_with_parent(server.stop)
+        from . import aio  # noqa: PLC0415
+
+        aio.tune_gc()
         server.run()
         return 0
     finally:
@@ -338,6 +341,7 @@ def _player(settings, args) -> int:
         recorder.on_game = lambda row: print(GAME, json.dumps(row), flush=True)
     bots = make_bots(urls, args.players, games, style=args.bot, seed=args.seed, prefix=args.name_prefix,
                      offset=args.index_offset, recorder=recorder, two_share=args.two_share)
+    aio.tune_gc()
     if args.announce:  # the launcher's stop (SIGTERM) or its end: finish the current game
         def stop(*_):
             for b in bots:
