@@ -1247,17 +1247,17 @@ settings = Settings(redis_url=redis_server.url, server_sleep=0.0, lobby_timeout=
 runs, stats = [], {}
 
 
-def measured_run(players, servers=1, mode="thread", games=6):
+def measured_run(players, servers=1, mode="thread", games=6, style="fast"):
     """One run from a clean slate; returns its row (and keeps its command counts in ``stats``)."""
     reset(r)
     r.config_resetstat()
     result = simulate(settings, players=players, games=games, workers=1, servers=servers, seed=7,
-                      progress=False, server_mode=mode, two_share=1.0)
+                      progress=False, server_mode=mode, two_share=1.0, style=style)
     s = result.summary()
     attacks = result.attacks_frame()
     busy = (attacks["time"].max() - attacks["time"].min()).total_seconds()  # first to last attack
     counted = commandstats_frame(r)
-    label = f"{players} players, {servers} {mode} server{'s' if servers > 1 else ''}"
+    label = f"{players} players, {servers} {mode} server{'s' if servers > 1 else ''}" + (f", {style} bots" if style != "fast" else "")
     stats[label] = counted.set_index("command")["calls"]
     row = {"run": label, "players": players, "servers": servers, "mode": mode, "seconds": s["seconds"],
            "games": s["games"], "timed out": s["timed_out"], "attacks": s["attacks"],
@@ -1311,6 +1311,25 @@ That works because a server learns about a game's events (start, turn, end) from
 measured_run(32, servers=2, mode="thread")
 measured_run(32, servers=2, mode="process")
 pd.DataFrame(runs).set_index("run").tail(3)
+#%% md
+## One connection per player: the v2 session protocol
+
+So far the bots speak protocol v1 (kept-open connections, `style="fast"`): a player opens a
+new lobby connection for every game, and the server reads the game's state when the lobby
+connects. The v2 session protocol (`/api/v2/session`, see `docs/protocol.md`) keeps one
+connection for a player's whole life: it logs in once, and each turn notice names the living
+enemies, so a turn is a single round trip. The same 32 players with v2 bots, on one server:
+#%% code
+measured_run(32, style="v2")
+table = pd.DataFrame(runs).set_index("run")
+table["commands per attack"] = (table["commands"] / table["attacks"]).round(1)
+table.loc[["32 players, 1 thread server", "32 players, 1 thread server, v2 bots"],
+          ["attacks", "attacks/s", "commands", "commands per attack"]]
+#%% md
+Redis does about the same work per attack either way: the same scripts change the same keys
+(v2 only skips the lobby's state read and the hero look-ups). What v2 saves is Python work on
+both ends of the WebSockets (no new connection per game, no hero requests), so the same CPU
+plays more attacks per second. `simlib bench` measures this at full scale.
 #%% code
 table = pd.DataFrame(runs)
 ax = table.plot.barh(x="run", y="attacks/s", legend=False, figsize=(8, 3.5), color="tab:blue",
