@@ -194,35 +194,59 @@ class Bot:
         raise NotImplementedError
 
     # one game ------------------------------------------------------------------------
-    async def _one_game(self, n: int) -> None:
-        token = await self._login()
-        reply = await self._find(n)
+    def _game_row(self, n: int, reply: dict) -> dict:
+        """The row this bot keeps of the game a find reply put it in (BotError if refused)."""
         game = reply.get("PAYLOAD", {}).get("GAME_TOKEN")
         if not game:
             raise BotError(f"{self.name}: find was refused: {reply.get('STATUS')}")
-        row = {"game": game, "user": token, "name": self.name, "participants": n, "bot": self.style,
-               "hero_id": reply["PAYLOAD"].get("HERO_ID"), "outcome": None, "members": [],
-               "attacks": 0, "damage": 0, "joined_at": time.time(), "ended_at": None, "errors": 0}
+        return {"game": game, "user": self.token, "name": self.name, "participants": n, "bot": self.style,
+                "hero_id": reply["PAYLOAD"].get("HERO_ID"), "outcome": None, "members": [],
+                "attacks": 0, "damage": 0, "joined_at": time.time(), "ended_at": None, "errors": 0}
+
+    def _action_reply(self, row: dict, record: dict) -> None:
+        """Count an action reply: an attack record, a "no enemy left", or a refusal."""
+        status = record.get("STATUS")
+        action = status.get("ACTION") if isinstance(status, dict) else None
+        if action == "ATTACK":
+            self.recorder.attack(record)
+            row["attacks"] += 1
+            row["damage"] += int(status["DETAILS"]["ENEMY_DAMAGE"])
+        elif action != "NA":
+            row["errors"] += 1
+            self.recorder.error(f"{self.name}: action refused: {record}")
+
+    async def _one_game(self, n: int) -> None:
+        await self._login()
+        row = self._game_row(n, await self._find(n))
+        game = row["game"]
+        token = row["user"]
         async with self._connect(P.LOBBY) as lobby:
             await lobby.send(P.dumps({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": token}}))
-            async for text in lobby:
-                notice = json.loads(text)
-                what = notice.get("STATUS", {})
-                what = what.get("GAME") if isinstance(what, dict) else what
-                if what == "START":
-                    row["members"] = notice["PAYLOAD"]["PARTICIPANTS"]
-                    row["heroes"] = notice["PAYLOAD"]["PARTICIPANTS_HEROS"]
-                elif what == P.YOUR_TURN:
-                    self.recorder.turn(game)
-                    await self._take_turn(game, row)
-                elif what in (P.COMPLETE, P.TIMED_OUT):
-                    row["outcome"] = what
-                    break
-                else:
-                    row["errors"] += 1
-                    self.recorder.error(f"{self.name}: lobby said {notice}")
+            await self._follow(lobby, row, lambda notice: self._take_turn(game, row))
         row["ended_at"] = time.time()
         self.recorder.game(row)
+
+    async def _follow(self, frames, row: dict, on_turn) -> None:
+        """Play one game from the frames the server pushes (a v1 lobby, or a v2 session,
+        which also carries the action replies) until it ends or the connection closes."""
+        async for text in frames:
+            frame = json.loads(text)
+            status = frame.get("STATUS")
+            what = status.get("GAME") if isinstance(status, dict) else status
+            if what == "START":
+                row["members"] = frame["PAYLOAD"]["PARTICIPANTS"]
+                row["heroes"] = frame["PAYLOAD"]["PARTICIPANTS_HEROS"]
+            elif what == P.YOUR_TURN:
+                self.recorder.turn(row["game"])
+                await on_turn(frame)
+            elif isinstance(status, dict) and "ACTION" in status:
+                self._action_reply(row, frame)
+            elif what in (P.COMPLETE, P.TIMED_OUT):
+                row["outcome"] = what
+                return
+            else:
+                row["errors"] += 1
+                self.recorder.error(f"{self.name}: the server said {frame}")
 
     async def _alive_enemies(self, game: str, others: list[str]) -> list[str]:
         """The v1 way: ask for every other participant's hero, keep the living."""
@@ -233,15 +257,7 @@ class Bot:
         others = [u for u in row["members"] if u != self.token]
         alive = await self._alive_enemies(game, others)
         enemy = self.rng.choice(alive) if alive else None
-        record = await self._attack(game, enemy)
-        status = record.get("STATUS")
-        if isinstance(status, dict) and status.get("ACTION") == "ATTACK":
-            self.recorder.attack(record)
-            row["attacks"] += 1
-            row["damage"] += int(status["DETAILS"]["ENEMY_DAMAGE"])
-        elif not (isinstance(status, dict) and status.get("ACTION") == "NA"):
-            row["errors"] += 1
-            self.recorder.error(f"{self.name}: action refused: {record}")
+        self._action_reply(row, await self._attack(game, enemy))
 
 
 class V1Bot(Bot):
@@ -342,38 +358,15 @@ class SessionBot(Bot):
 
     async def _one_game(self, n: int) -> None:
         ws = self._ws
-        reply = await _request(ws, {"TYPE": P.FIND_V2, "PAYLOAD": {"PARTICIPANTS": n}})
-        game = reply.get("PAYLOAD", {}).get("GAME_TOKEN")
-        if not game:
-            raise BotError(f"{self.name}: find was refused: {reply.get('STATUS')}")
-        row = {"game": game, "user": self.token, "name": self.name, "participants": n, "bot": self.style,
-               "hero_id": reply["PAYLOAD"].get("HERO_ID"), "outcome": None, "members": [],
-               "attacks": 0, "damage": 0, "joined_at": time.time(), "ended_at": None, "errors": 0}
-        async for text in ws:
-            frame = json.loads(text)
-            status = frame.get("STATUS")
-            what = status.get("GAME") if isinstance(status, dict) else status
-            if what == "START":
-                row["members"] = frame["PAYLOAD"]["PARTICIPANTS"]
-                row["heroes"] = frame["PAYLOAD"]["PARTICIPANTS_HEROS"]
-            elif what == P.YOUR_TURN:
-                self.recorder.turn(game)
-                alive = [u for u in frame["PAYLOAD"].get("ORDER", []) if u != self.token]
-                enemy = self.rng.choice(alive) if alive else None
-                await ws.send(P.dumps({"TYPE": P.ATTACK_V2, "PAYLOAD": {"ENEMY_TOKEN": enemy}}))
-            elif isinstance(status, dict) and status.get("ACTION") == "ATTACK":
-                self.recorder.attack(frame)
-                row["attacks"] += 1
-                row["damage"] += int(status["DETAILS"]["ENEMY_DAMAGE"])
-            elif isinstance(status, dict) and status.get("ACTION") == "NA":
-                pass
-            elif what in (P.COMPLETE, P.TIMED_OUT):
-                row["outcome"] = what
-                break
-            else:
-                row["errors"] += 1
-                self.recorder.error(f"{self.name}: session said {frame}")
-        else:
+        row = self._game_row(n, await _request(ws, {"TYPE": P.FIND_V2, "PAYLOAD": {"PARTICIPANTS": n}}))
+
+        async def attack(notice: dict) -> None:  # the reply comes back among the pushed frames
+            alive = [u for u in notice["PAYLOAD"].get("ORDER", []) if u != self.token]
+            enemy = self.rng.choice(alive) if alive else None
+            await ws.send(P.dumps({"TYPE": P.ATTACK_V2, "PAYLOAD": {"ENEMY_TOKEN": enemy}}))
+
+        await self._follow(ws, row, attack)
+        if row["outcome"] is None:
             raise BotError(f"{self.name}: the server closed the session mid-game")
         row["ended_at"] = time.time()
         self.recorder.game(row)
