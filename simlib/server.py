@@ -92,9 +92,9 @@ class GameServer:
         # follows yet: a session's own join may start its game before it is registered
         self._joining = 0
         self._early: dict[str, dict] = {}
-        # game -> log length of the last event this process delivered itself, straight
-        # from its own action script: the pub/sub copy of that event is skipped
-        self._delivered: dict[str, int] = {}
+        # events this process delivered itself, straight from its own action script (as
+        # the script published them): their pub/sub copies are skipped unread
+        self._delivered: set[str] = set()
         self._users_seen = 0
         self._redis: redis.asyncio.Redis | None = None
         self._scripts: dict = {}
@@ -158,16 +158,15 @@ class GameServer:
     # -- events from Redis (all server processes) -----------------------------
     def _event_message(self, data: str) -> None:
         """One message on the events channel: hand it to this process's lobbies of its game."""
+        if data in self._delivered:  # this process acted it, and delivered it then
+            self._delivered.discard(data)
+            return
         try:
             event = json.loads(data)
         except ValueError:
             return
-        if not isinstance(event, dict):
-            return
-        if event.get("t") in ("turn", "complete") and self._delivered.get(event.get("g")) == event.get("n"):
-            del self._delivered[event["g"]]  # this process acted it, and delivered it then
-            return
-        self._deliver(event)
+        if isinstance(event, dict):
+            self._deliver(event)
 
     def _events_lost(self, exc: Exception | None) -> None:
         lobby_log.warning("Event subscription lost (%s); subscribing again", exc)
@@ -370,7 +369,7 @@ class GameServer:
                 game_log.info("Attack Completed: %s", result[1], extra={"published": bool(self._combat_channel)})
             event = json.loads(result[2])
             self._deliver(event)
-            self._delivered[game] = event["n"]  # its pub/sub copy is then dropped on arrival
+            self._delivered.add(result[2])  # its pub/sub copy is then dropped on arrival
             if event["t"] == "complete":
                 self._game_over(game, STATUS.COMPLETED, event["u"], event["m"])
         return result[1]
