@@ -173,7 +173,10 @@ class Tap:
         timer.start()
         try:
             while not until(self.messages) and not deadline.is_set():
-                m = self.pubsub.get_message(timeout=0.2)
+                try:
+                    m = self.pubsub.get_message(timeout=0.2)
+                except redis.TimeoutError:  # a message only partly arrived (a loaded machine):
+                    continue  # its bytes stay in the parser, the next read completes it
                 if m and m["type"] == "message":
                     data = m["data"]
                     try:
