@@ -155,6 +155,15 @@ def snapshot(client: redis.Redis) -> dict:
         raw.close()
 
 
+def ctrl_c_default() -> None:
+    """``preexec_fn`` for a child a test will Ctrl-C: SIGINT back to its default, as in a
+    terminal's foreground job. (A job started with ``&`` by a non-interactive shell
+    inherits SIGINT ignored, and so would every process this test run starts.)"""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Tap:
     """Subscribes to channels before a test acts, and collects decoded messages."""
 

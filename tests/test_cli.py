@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import redis
 
+from conftest import ctrl_c_default
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -183,7 +185,7 @@ def test_ctrl_c_stops_everything_cleanly(redis_server, r):
     proc = subprocess.Popen([sys.executable, "-m", "simlib", "run", "--players", "6", "--games", "-1",
                              "--no-progress"], env=clean_env(REDIS_URL=redis_server.url, LOBBY_TIMEOUT="1"),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=ctrl_c_default)
     try:
         finished = tap.collect(lambda ms: any(str(m["data"].get("log_message", "")).startswith("Game Finished")
                                               for m in ms if isinstance(m["data"], dict)), timeout=60)
@@ -208,7 +210,8 @@ def test_simlib_redis_prints_a_url_that_answers_and_stops_on_ctrl_c():
     import signal
 
     proc = subprocess.Popen([sys.executable, "-m", "simlib", "redis"], env=clean_env(), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=ctrl_c_default)
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("redis://127.0.0.1:") and not url.startswith("redis://127.0.0.1:6379/")

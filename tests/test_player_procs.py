@@ -18,7 +18,7 @@ from simlib.launch import start_players
 from simlib.player import Recorder, make_bots
 from simlib.runner import simulate
 
-from conftest import Tap
+from conftest import Tap, ctrl_c_default
 from test_cli import ROOT, _children, clean_env, one_line_error, simlib
 
 
@@ -104,6 +104,7 @@ def test_ctrl_c_with_player_procs_stops_every_process(redis_server, r):
     tap = Tap(redis_server.url, "lib.server.lobby")
     proc = subprocess.Popen([sys.executable, "-m", "simlib", "run", "--players", "6", "--games", "-1",
                              "--player-procs", "3", "--json", "--no-progress"], cwd=ROOT, start_new_session=True,
+                            preexec_fn=ctrl_c_default,
                             env=clean_env(REDIS_URL=redis_server.url, LOBBY_TIMEOUT="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with contextlib.closing(tap), contextlib.ExitStack() as on_failure:
