@@ -385,7 +385,10 @@ class GameServer:
 
     @functools.cached_property
     def _lobby_channel(self) -> str:
-        if self.settings.logger_module == "redis" and lobby_log.isEnabledFor(logging.INFO):
+        # Not on a cluster: there a script publishes on its game's node, and the message
+        # crosses the cluster bus to the worker's node, where it can arrive after the
+        # worker's drain marker. The log transport publishes on the worker's node, in order.
+        if self.settings.logger_module == "redis" and lobby_log.isEnabledFor(logging.INFO) and not self.keys.cluster:
             return LOBBY_CHANNEL
         return ""
 
