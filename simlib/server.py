@@ -45,9 +45,9 @@ game_log = TaskAdapter(logging.getLogger(GAME_CHANNEL), {})
 
 
 def load_script(name: str) -> str:
-    """A script's source, after the shared log helpers (``lua/_log.lua``)."""
+    """A script's source, after the helpers the scripts share (``lua/_prelude.lua``)."""
     lua = resources.files("simlib").joinpath("lua")
-    return lua.joinpath("_log.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
+    return lua.joinpath("_prelude.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
 
 
 @dataclass(eq=False)
@@ -62,6 +62,7 @@ class _Lobby:
     started: bool = False
     notified: int = -1  # log length at the last turn notice sent
     v2: bool = False  # a session: turn notices carry the living order
+    deadline: float | None = None  # loop time at which a lobby still filling is timed out
 
 
 class GameServer:
@@ -213,15 +214,7 @@ class GameServer:
                 await handler(ws)
                 return
             async for text in ws:
-                try:
-                    request = P.parse(route, text)
-                    for frame in await handler(request):  # a str is already serialised
-                        await ws.send(frame if isinstance(frame, str) else P.dumps(frame))
-                except P.ProtocolError as exc:
-                    await ws.send(P.dumps(exc.frame))
-                except redis.ResponseError as exc:  # a script failed: a bug, not bad input
-                    lobby_log.error("Script error on %s: %s", route, exc)
-                    await ws.send(P.dumps(P.error_frame("SERVER ERROR", "SCRIPT_ERROR", "the request failed")))
+                await self._reply(ws, route, self._v1_request(handler, route, text))
         except ConnectionClosed:
             pass
         except redis.RedisError as exc:
@@ -229,6 +222,23 @@ class GameServer:
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(P.dumps(P.error_frame("SERVER ERROR", "REDIS_ERROR", "the store is unavailable")))
                 await ws.close(1011, "store unavailable")
+
+    @staticmethod
+    async def _v1_request(handler, route: str, text) -> list:
+        return await handler(P.parse(route, text))
+
+    @staticmethod
+    async def _reply(ws: ServerConnection, route: str, request) -> None:
+        """Send the frames a request's handler returns (a str is already serialised). A
+        rejected request gets its error frame, and the connection reads on."""
+        try:
+            for frame in await request:
+                await ws.send(frame if isinstance(frame, str) else P.dumps(frame))
+        except P.ProtocolError as exc:
+            await ws.send(P.dumps(exc.frame))
+        except redis.ResponseError as exc:  # a script failed: a bug, not bad input
+            lobby_log.error("Script error on %s: %s", route, exc)
+            await ws.send(P.dumps(P.error_frame("SERVER ERROR", "SCRIPT_ERROR", "the request failed")))
 
     async def _known_user(self, token: str) -> None:
         if token in self._users:
@@ -312,8 +322,7 @@ class GameServer:
                 game, hero, joined = await self._scripts["cluster_join"](
                     keys=[k.status(game), k.host(game), k.game_participants(game), k.game(game),
                           k.heroes_taken(game), k.hero(game, user), k.order(game)],
-                    args=[game, user, n, "1" if int(opened) else "0", k.events_channel, P.timestamp(),
-                          self._lobby_channel, *heroes])
+                    args=[game, user, n, "1" if int(opened) else "0", k.events_channel, *heroes])
             except redis.ResponseError as exc:
                 if "GAME CLOSED" in str(exc):
                     continue
@@ -453,25 +462,29 @@ class GameServer:
         try:
             if await self._on_state(lobby, state):
                 return True
-            deadline = None if lobby.started else self._loop.time() + self.settings.lobby_timeout
+            lobby.deadline = self._loop.time() + self.settings.lobby_timeout
             while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        event = await lobby.queue.get()
-                except TimeoutError:  # the lobby did not fill in time
-                    deadline = None
-                    await self._time_out(game)  # its event (timeout, or start if it filled) comes back
-                    continue
-                if await self._on_event(lobby, event):
+                if await self._on_event(lobby, await self._next_item(lobby, lobby.queue)):
                     return True
-                if lobby.started:
-                    deadline = None
         except ConnectionClosed:
             pass
         finally:
             closed.cancel()
             self._unregister(lobby)
         return True
+
+    async def _next_item(self, lobby: _Lobby | None, queue: asyncio.Queue):
+        """The next item on ``queue``. While ``lobby`` waits to fill, its deadline applies:
+        past it the game is timed out, and its event (timeout, or start if it filled in
+        the meantime) comes back on the queue."""
+        while lobby is not None and not lobby.started and lobby.deadline is not None:
+            try:
+                async with asyncio.timeout_at(lobby.deadline):
+                    return await queue.get()
+            except TimeoutError:
+                lobby.deadline = None
+                await self._time_out(lobby.game)
+        return await queue.get()
 
     @staticmethod
     async def _read_into(ws: ServerConnection, queue: asyncio.Queue, keep: bool = True) -> None:
@@ -486,7 +499,7 @@ class GameServer:
     # -- pushing a game to a player (v1 lobby or v2 session) ----------------------------
     async def _on_state(self, lobby: _Lobby, state: dict) -> bool:
         """Catch a player up with the game as read from Redis; True once it is over."""
-        game, user = lobby.game, lobby.user
+        user = lobby.user
         if state["status"] in STATUS.ENDED:
             if state["status"] == STATUS.COMPLETED:
                 await self._send_start(lobby, state["members"])
@@ -599,46 +612,30 @@ class GameServer:
         try:
             while True:
                 lobby = session.lobby
-                if lobby is None or lobby.started or session.deadline is None:
-                    item = await queue.get()
-                else:
-                    try:
-                        async with asyncio.timeout_at(session.deadline):
-                            item = await queue.get()
-                    except TimeoutError:  # the lobby did not fill in time
-                        session.deadline = None
-                        await self._time_out(lobby.game)
-                        continue
-                if isinstance(item, dict):  # an event (or the client closed)
-                    if item.get("t") == "closed":
-                        return
-                    if lobby is not None and item.get("g") in (lobby.game, None) and await self._on_event(lobby, item):
-                        self._unregister(lobby)
-                        session.lobby = None
-                    continue
-                try:
-                    verb, req = P.parse_session(item)
-                    await ws.send(await self._session_request(session, verb, req))
-                except P.ProtocolError as exc:
-                    await ws.send(P.dumps(exc.frame))
-                except redis.ResponseError as exc:  # a script failed: a bug, not bad input
-                    lobby_log.error("Script error on %s: %s", P.SESSION, exc)
-                    await ws.send(P.dumps(P.error_frame("SERVER ERROR", "SCRIPT_ERROR", "the request failed")))
+                item = await self._next_item(lobby, queue)
+                if not isinstance(item, dict):  # a request
+                    await self._reply(ws, P.SESSION, self._session_request(session, item))
+                elif item.get("t") == "closed":
+                    return
+                elif lobby is not None and item.get("g") in (lobby.game, None) and await self._on_event(lobby, item):
+                    self._unregister(lobby)
+                    session.lobby = None
         finally:
             reader.cancel()
             if session.lobby is not None:
                 self._unregister(session.lobby)
 
-    async def _session_request(self, session: _Session, verb: str, req: dict) -> str:
+    async def _session_request(self, session: _Session, text) -> list:
+        verb, req = P.parse_session(text)
         if verb == P.LOGIN_V2:
             if session.user is not None:
                 raise P.ProtocolError("ALREADY LOGGED IN", "ALREADY_LOGGED_IN",
                                       "this session is logged in; open a new one for another user")
             done = await self._log_in(req["USER"])
             if done is None:
-                return P.dumps(P.no_heroes())
+                return [P.no_heroes()]
             session.user = done[0]
-            return P.dumps(P.logged_in(*done))
+            return [P.logged_in(*done)]
         if session.user is None:
             raise P.ProtocolError("NOT LOGGED IN", "NOT_LOGGED_IN", "send LOGIN first")
         lobby = session.lobby
@@ -651,7 +648,8 @@ class GameServer:
                 game, hero = await self._join(session.user, req["PARTICIPANTS"])
                 # registered before anything else runs here: later events are delivered,
                 # and a start event that came first was kept in _early
-                lobby = session.lobby = _Lobby(game, session.user, session.ws, session.queue, v2=True)
+                lobby = session.lobby = _Lobby(game, session.user, session.ws, session.queue, v2=True,
+                                               deadline=self._loop.time() + self.settings.lobby_timeout)
                 self._register(lobby)
                 early = self._early.get(game)  # not popped: another member may be joining too
                 if early is not None:
@@ -660,13 +658,12 @@ class GameServer:
                 self._joining -= 1
                 if not self._joining:
                     self._early.clear()
-            session.deadline = self._loop.time() + self.settings.lobby_timeout
-            return P.dumps(P.joined(game, hero))
+            return [P.joined(game, hero)]
         if lobby is None:
             raise P.ProtocolError("NOT IN A GAME", "NOT_IN_A_GAME", "FIND a game first")
         if verb == P.ATTACK_V2:
-            return await self._act(lobby.game, session.user, req["ENEMY_TOKEN"])
-        return P.dumps((await self._hero({"GAME_TOKEN": lobby.game, "USER_TOKEN": req["USER_TOKEN"]}))[0])
+            return [await self._act(lobby.game, session.user, req["ENEMY_TOKEN"])]
+        return await self._hero({"GAME_TOKEN": lobby.game, "USER_TOKEN": req["USER_TOKEN"]})
 
 
 @dataclass(eq=False)
@@ -677,4 +674,3 @@ class _Session:
     queue: asyncio.Queue
     user: str | None = None
     lobby: _Lobby | None = None
-    deadline: float | None = None

@@ -2,25 +2,19 @@
 -- KEYS[1] status, [2] host, [3] participants, [4] members, [5] heroes taken,
 -- [6] the user's hero hash, [7] order
 -- ARGV[1] game, [2] user, [3] n, [4] '1' if this user opened the game, [5] events
--- channel, [6] timestamp, [7] lobby log channel ('' = do not publish the join record),
--- then candidate heroes as (id, attack, health) triples, drawn by the server
+-- channel, then candidate heroes as (id, attack, health) triples, drawn by the server.
+-- (No join record from here: on a cluster the lobby records go through the log transport.)
 -- Returns {game, hero id, members joined} or an error: GAME CLOSED, NO HERO LEFT
 local game, user, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-
-local function answer(hero, joined)
-  publish_log(ARGV[7], ARGV[6], 'Player Joined Game: ' .. game, '{"game_token": "' .. game .. '", "user_token": "' ..
-    user .. '", "hero_id": ' .. hero .. ', "joined": ' .. joined .. ', "participants": ' .. n .. '}')
-  return {game, hero, joined}
-end
 local status = redis.call('GET', KEYS[1])
 if status and status ~= 'Waiting Lobby' then
   return redis.error_reply('GAME CLOSED')
 end
 if redis.call('SISMEMBER', KEYS[4], user) == 1 then
-  return answer(redis.call('HGET', KEYS[6], 'id'), redis.call('SCARD', KEYS[4]))
+  return {game, redis.call('HGET', KEYS[6], 'id'), redis.call('SCARD', KEYS[4])}
 end
 local hero, attack, health
-for i = 8, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   if redis.call('SISMEMBER', KEYS[5], ARGV[i]) == 0 then
     hero, attack, health = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     break
@@ -41,16 +35,6 @@ redis.call('SADD', KEYS[5], hero)
 redis.call('HSET', KEYS[6], 'id', hero, 'attack', attack, 'health', health)
 local joined = redis.call('SCARD', KEYS[4])
 if joined >= n then
-  redis.call('SET', KEYS[1], 'Starting')
-  local members = redis.call('SMEMBERS', KEYS[4])
-  table.sort(members)
-  redis.call('DEL', KEYS[7])
-  redis.call('RPUSH', KEYS[7], unpack(members))
-  -- the event carries what START shows (members, heroes), so no server reads it back
-  local heroes = {}
-  for _, m in ipairs(members) do
-    heroes[m] = redis.call('HMGET', KEYS[6]:sub(1, #KEYS[6] - #user) .. m, 'id', 'attack', 'health')
-  end
-  redis.call('PUBLISH', ARGV[5], cjson.encode({t = 'start', g = game, u = members[1], n = 0, m = members, h = heroes}))
+  start_game(KEYS[1], KEYS[4], KEYS[7], KEYS[6]:sub(1, #KEYS[6] - #user), ARGV[5], game)
 end
-return answer(hero, joined)
+return {game, hero, joined}

@@ -70,16 +70,6 @@ local joined = redis.call('ZINCRBY', KEYS[2], 1, game)
 joined = tonumber(joined)
 
 if joined >= n then
-  redis.call('SET', gk .. ':status', 'Starting')
-  local members = redis.call('SMEMBERS', gk)
-  table.sort(members)
-  redis.call('DEL', gk .. ':order')
-  redis.call('RPUSH', gk .. ':order', unpack(members))
-  -- the event carries what START shows (members, heroes), so no server reads it back
-  local heroes = {}
-  for _, m in ipairs(members) do
-    heroes[m] = redis.call('HMGET', gk .. ':superheros:' .. m, 'id', 'attack', 'health')
-  end
-  redis.call('PUBLISH', ARGV[5], cjson.encode({t = 'start', g = game, u = members[1], n = 0, m = members, h = heroes}))
+  start_game(gk .. ':status', gk, gk .. ':order', gk .. ':superheros:', ARGV[5], game)
 end
 return answer(game, hero, joined)
