@@ -170,9 +170,21 @@ class Bot:
             await self._close()
 
     # connection policy (overridden) ------------------------------------------------
-    async def _open(self) -> None: ...
+    async def _open(self) -> None:
+        """Open what the bot keeps for its whole life (into ``self._stack``)."""
+        self._stack = contextlib.AsyncExitStack()
 
-    async def _close(self) -> None: ...
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._stack.aclose()
+
+    def _logged_in(self, reply: dict) -> str:
+        """The token a login reply carries (kept as ``self.token``), or BotError."""
+        token = reply.get("PAYLOAD", {}).get("USER_TOKEN")
+        if not token:
+            raise BotError(f"{self.name}: login refused: {reply.get('STATUS')}")
+        self.token = token
+        return token
 
     def _connect(self, route: str):
         # proxy=None: bots talk to the URL they were given, directly. (websockets would
@@ -270,11 +282,7 @@ class V1Bot(Bot):
             reply = await _request(ws, {"PAYLOAD": {"USER": self.name}})
             if reply.get("STATUS") == "USER CREATED":
                 reply = json.loads(await ws.recv())
-        token = reply.get("PAYLOAD", {}).get("USER_TOKEN")
-        if not token:
-            raise BotError(f"{self.name}: login refused: {reply.get('STATUS')}")
-        self.token = token
-        return token
+        return self._logged_in(reply)
 
     async def _find(self, n: int) -> dict:
         async with self._connect(P.FIND) as ws:
@@ -300,16 +308,10 @@ class FastBot(V1Bot):
     style = "fast"
 
     async def _open(self) -> None:
-        self._stack = contextlib.AsyncExitStack()
+        await super()._open()
         self._ws = {}
         for route in (P.FIND, P.HERO, P.ACTION):
             self._ws[route] = await self._stack.enter_async_context(self._connect(route))
-
-    async def _close(self) -> None:
-        stack = getattr(self, "_stack", None)
-        if stack is not None:
-            with contextlib.suppress(Exception):
-                await stack.aclose()
 
     async def _login(self) -> str:
         return self.token or await super()._login()
@@ -346,15 +348,9 @@ class SessionBot(Bot):
     style = "v2"
 
     async def _open(self) -> None:
-        self._stack = contextlib.AsyncExitStack()
+        await super()._open()
         self._ws = await self._stack.enter_async_context(self._connect(P.SESSION))
-        reply = await _request(self._ws, {"TYPE": P.LOGIN_V2, "PAYLOAD": {"USER": self.name}})
-        token = reply.get("PAYLOAD", {}).get("USER_TOKEN")
-        if not token:
-            raise BotError(f"{self.name}: login refused: {reply.get('STATUS')}")
-        self.token = token
-
-    _close = FastBot._close
+        self._logged_in(await _request(self._ws, {"TYPE": P.LOGIN_V2, "PAYLOAD": {"USER": self.name}}))
 
     async def _one_game(self, n: int) -> None:
         ws = self._ws
