@@ -20,23 +20,20 @@ from . import __version__
 
 __all__ = ["main"]
 
-_ENV_HELP = """\
-environment (also read from a .env file in the current folder):
-  REDIS_URL or REDIS_HOST/REDIS_PORT/REDIS_DB   where Redis is; when none is set, simlib
-                          starts its own embedded Valkey server on a free port
-  WEBSOCKET_HOST/WEBSOCKET_PORT   where the game server listens and bots connect (localhost:5678;
-                          'simlib run' uses free ports unless WEBSOCKET_PORT is set; 0 = a free port)
-  SERVER_SLEEP            pause before each turn notice, seconds (0.05; 0 = full speed)
-  LOBBY_TIMEOUT           seconds a lobby waits to fill (5)
-  CLIENT_GAMES            games per bot (10; -1 = no limit)
-  REDIS_EXPIRY            seconds the worker leaves a finished game's keys (30)
-  WORKER_CHANNEL          pub/sub channel of clean-up tasks (lib.server.lobby)
-  LOGGER_MODULE           redis (stdout + pub/sub, the default) or default (stdout only)
-  LOG_LEVEL               DEBUG, INFO (default), WARNING, ERROR
-  API_TOKEN               Super Hero API token, for 'build-db pull' only
-  SUPERHERO_API_URL       the API's base URL (https://superheroapi.com/api)
-  REDIS_CLUSTER           1 = hash-tagged keys for a Redis Cluster (REDIS_URL names any node)
-"""
+def _env_help() -> str:
+    """The environment variables, from their declarations in simlib.config."""
+    import textwrap  # noqa: PLC0415
+
+    from .config import variables  # noqa: PLC0415
+
+    lines = ["environment (also read from a .env file in the current folder):"]
+    for v in variables():
+        lines.append(textwrap.fill(f"{v.help} [default: {v.default}]", 96, initial_indent=f"  {v.name:<19} ",
+                                   subsequent_indent=" " * 22))
+    return "\n".join(lines) + "\n"
+
+
+_ENV_HELP = _env_help()
 
 
 class UserError(Exception):

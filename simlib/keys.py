@@ -9,6 +9,7 @@ nothing else in the code knows the difference.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 __all__ = ["Keyspace", "LOBBY_CHANNEL", "GAME_CHANNEL", "WORKER_LOGGER", "EVENTS_CHANNEL"]
 
@@ -33,7 +34,21 @@ class Keyspace:
     superheros: str = "superheros"
     users: str = "users"
     participants: str = "games:participants"
+    #: Sorted set: game token -> its deadline (ms on the Redis server's clock), for every
+    #: game that has one (a lobby filling, a game in progress): how any live process
+    #: finds the deadlines that are due, even those of a game whose server died.
+    deadlines: str = "games:deadlines"
+    #: Set of every user token (the ``users`` hash maps names to tokens; this answers
+    #: "is this a token?" in O(1)). Hash-tagged into the slot of ``users``.
+    user_tokens: str = "{users}:tokens"
+    #: Hash: user name -> id of the server whose live v2 session holds the name.
+    sessions: str = "{users}:sessions"
     events_channel: str = EVENTS_CHANNEL
+
+    def server_lease(self, server: str) -> str:
+        """A game server's lease, a key it keeps alive while it runs: while it exists, the
+        v2 sessions that server holds keep their names."""
+        return f"{{users}}:server:{server}"
 
     def superheros_loading(self, nonce: str) -> str:
         """Temporary hash a new roster is written to before RENAME over ``superheros``;
@@ -86,8 +101,14 @@ class Keyspace:
     def logs(self, g: str) -> str:
         return f"{self._g(g)}:logs"
 
+    def deadline(self, g: str) -> str:
+        """String: when the game's current wait ends (ms on the Redis server's clock): the
+        lobby's time-out while it fills, the turn's while it is played."""
+        return f"{self._g(g)}:deadline"
+
     def game_keys(self, g: str, members: list[str] | tuple[str, ...] = ()) -> list[str]:
-        """Every key that belongs to one game (the clean-up and reset helpers use this)."""
+        """Every key a finished game keeps (the clean-up and reset helpers use this; a
+        finished game has no deadline key: its end deleted it)."""
         keys = [
             self.game(g),
             self.status(g),
@@ -100,7 +121,29 @@ class Keyspace:
         keys.extend(self.hero(g, u) for u in members)
         return keys
 
+    def lua(self) -> str:
+        """The Lua table ``K`` the server's scripts build key names with: one function per
+        name above, made from these methods, so every name is spelled here only."""
+        g, u, n, srv = "\x00g\x00", "\x00u\x00", "\x00n\x00", "\x00s\x00"
+        builders = {
+            "game": ("g", self.game(g)), "status": ("g", self.status(g)), "host": ("g", self.host(g)),
+            "game_participants": ("g", self.game_participants(g)), "heroes_taken": ("g", self.heroes_taken(g)),
+            "hero": ("g, u", self.hero(g, u)), "order": ("g", self.order(g)), "logs": ("g", self.logs(g)),
+            "deadline": ("g", self.deadline(g)), "players": ("n", self.players(n)),
+            "players_open": ("n", self.players_open(n)), "server_lease": ("s", self.server_lease(srv)),
+        }
+        lines = ["local K = {}"]
+        for name, (params, text) in builders.items():
+            parts = [p for p in re.split("(\x00[guns]\x00)", text) if p]
+            expr = " .. ".join(p[1] if p.startswith("\x00") else _lua_string(p) for p in parts)
+            lines.append(f"function K.{name}({params}) return {expr} end")
+        return "\n".join(lines) + "\n"
+
     @property
     def game_pattern(self) -> str:
         """A SCAN pattern matching every per-game and per-count key."""
         return "games:*"
+
+
+def _lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -29,6 +29,8 @@ __all__ = [
     "joined",
     "game_start",
     "game_notice",
+    "game_lost",
+    "redis_unavailable",
     "turn_notice_v2",
     "logged_in",
     "hero_spec",
@@ -49,7 +51,8 @@ ROUTES = (LOGIN, FIND, LOBBY, HERO, ACTION, SESSION)
 MAX_FRAME = 64 * 1024
 
 # A token is a canonical UUID string; anything else (wildcards included) is unknown.
-_TOKEN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# (fullmatch: "$" would also accept a token followed by a newline)
+_TOKEN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # The fields each route needs, with the exact "MISSING ... IN PAYLOAD" wording.
 _FIELD_NAMES = {
@@ -122,7 +125,7 @@ def timestamp(now: _dt.datetime | None = None) -> str:
 
 
 def is_token(value: Any) -> bool:
-    return isinstance(value, str) and _TOKEN.match(value) is not None
+    return isinstance(value, str) and _TOKEN.fullmatch(value) is not None
 
 
 def _check_user(name: Any) -> str:
@@ -243,12 +246,27 @@ def game_start(game: str, participants: list[str], heroes: Mapping[str, Mapping]
     }
 
 
-#: Notices pushed on the lobby connection.
-YOUR_TURN, COMPLETE, TIMED_OUT = "USER'S TURN", "COMPLETE", "TIMED OUT"
+#: Notices pushed on the lobby connection. GAME LOST is ours: the game's records vanished
+#: from Redis (it restarted empty, or was emptied) while the game was followed.
+YOUR_TURN, COMPLETE, TIMED_OUT, GAME_LOST = "USER'S TURN", "COMPLETE", "TIMED OUT", "GAME LOST"
 
 
 def game_notice(game: str, what: str) -> dict:
     return {"PAYLOAD": {"GAME_TOKEN": game}, "STATUS": {"GAME": what}}
+
+
+def game_lost(game: str) -> dict:
+    """The end of a game whose records are gone: a notice with an ERROR object."""
+    frame = game_notice(game, GAME_LOST)
+    frame["ERROR"] = {"CODE": "GAME_LOST",
+                      "MESSAGE": "this game's records are gone from Redis (it restarted or was emptied); find a new game"}
+    return frame
+
+
+def redis_unavailable() -> dict:
+    """The answer to a request that came while Redis could not be reached."""
+    return error_frame("REDIS UNAVAILABLE", "REDIS_UNAVAILABLE",
+                       "the store cannot be reached right now; try again shortly")
 
 
 def turn_notice_v2(game: str, order: list[str]) -> dict:

@@ -227,3 +227,23 @@ def pubsub_logging(lib_logging, settings) -> logging.Logger:
     from simlib.logs import setup_logging
 
     return setup_logging(settings, stdout_level="CRITICAL")
+
+
+@pytest.fixture
+def key_events(redis_server, r):
+    """``key_events(key)``: a :class:`Tap` on the keyspace notifications of ``key`` (every
+    write to it: ``hset``, ``hdel``, ``del``, ``expire``...), so a test can wait for a
+    change another process makes instead of sleeping. Notifications are off again after."""
+    db = r.connection_pool.connection_kwargs.get("db", 0)
+    old = r.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    r.config_set("notify-keyspace-events", "KA")
+    taps: list[Tap] = []
+
+    def watch(key: str) -> Tap:
+        taps.append(Tap(redis_server.url, f"__keyspace@{db}__:{key}"))
+        return taps[-1]
+
+    yield watch
+    for t in taps:
+        t.close()
+    r.config_set("notify-keyspace-events", old)

@@ -9,7 +9,7 @@ import pytest
 
 from simlib import game as rules
 from simlib import protocol as P
-from simlib.server import load_script
+from simlib.scripts import load_script
 from v1play import Game, action_frame, attack, hero_hash, order, play, start_game
 
 # fixed tokens: test ids must be the same in every pytest-xdist worker
@@ -218,9 +218,8 @@ def test_no_enemy_record_bytes_equal_the_lua_reply(r, keys, client):
     ts = P.timestamp()
 
     kind, record = script(
-        keys=[keys.status(g.token), keys.game(g.token), keys.order(g.token), keys.logs(g.token),
-              keys.hero(g.token, winner), keys.hero(g.token, winner)],
-        args=[g.token, winner, "", ts, keys.events_channel, "0", ""])
+        keys=[keys.status(g.token), keys.deadlines],
+        args=[ts, keys.events_channel, "", "", "0", 10_000, 5_000, g.token, winner, ""])
 
     assert kind == "NA"
     assert record == P.dumps(P.no_enemy_left(ts, g.token, winner))

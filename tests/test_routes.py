@@ -96,10 +96,16 @@ def test_find_writes_exactly_the_documented_keys(r, keys, client):
     hero = reply["PAYLOAD"]["HERO_ID"]
     assert isinstance(hero, int) and r.hexists(keys.superheros, str(hero))
     opened = {keys.players(2), keys.participants, keys.game_participants(g), keys.status(g), keys.host(g),
-              keys.game(g), keys.heroes_taken(g), keys.hero(g, host)}
+              keys.game(g), keys.heroes_taken(g), keys.hero(g, host), keys.deadline(g), keys.deadlines}
     assert set(r.keys("*")) - before == opened
     assert opened == {"games:players:2", "games:participants", f"games:{g}:participants", f"games:{g}:status",
-                      f"games:{g}:host", f"games:{g}", f"games:{g}:superheros", f"games:{g}:superheros:{host}"}
+                      f"games:{g}:host", f"games:{g}", f"games:{g}:superheros", f"games:{g}:superheros:{host}",
+                      f"games:{g}:deadline", "games:deadlines"}
+    # the lobby's deadline: LOBBY_TIMEOUT after it opened, on the Redis clock, and indexed
+    seconds, micros = r.time()
+    deadline = int(r.get(f"games:{g}:deadline"))
+    assert 0 < deadline - (seconds * 1000 + micros // 1000) <= 1000  # the fixture's LOBBY_TIMEOUT is 1 s
+    assert r.zscore("games:deadlines", g) == deadline
     assert r.lrange("games:players:2", 0, -1) == [g]
     assert r.zscore("games:participants", g) == 1
     assert r.get(f"games:{g}:participants") == "2"
@@ -488,12 +494,12 @@ def test_find_with_too_few_heroes_changes_nothing(r, keys, client, roster):
 
 
 def test_find_with_no_heroes_opens_no_game(r, keys, client, roster):
-    """A find while the superheros hash is empty is refused and opens no game."""
+    """A find while the superheros hash is empty is refused (no heroes loaded) and opens no game."""
     u = login(client, "early")
     r.delete(keys.superheros)
     c = client(P.FIND)
     before = snapshot(r)
-    assert_rejection(c.ask(j({"USER_TOKEN": u, "PARTICIPANTS": 2})), "NOT ENOUGH SUPERHEROS", True)
+    assert_rejection(c.ask(j({"USER_TOKEN": u, "PARTICIPANTS": 2})), "LIST OF SUPERHEROS NOT AVAILABLE", True)
     assert snapshot(r) == before
     build_db(r, roster)
     assert c.ask(j({"USER_TOKEN": u, "PARTICIPANTS": 2}))["STATUS"] == {"JOINED": "SUCCESS"}

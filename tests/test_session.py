@@ -241,8 +241,8 @@ def play(r, keys, game: str, seats: dict, start: dict, after=None) -> Played:
 # -- login ------------------------------------------------------------------------------------
 
 
-def test_login_creates_user_and_same_name_elsewhere_gets_same_token(r, keys, session, client):
-    """LOGIN creates the user in `users` (CREATED true); the same name on another session, or on v1, gets that token with CREATED false."""
+def test_login_creates_user_and_a_live_session_keeps_its_name(r, keys, session, client, game_server, key_events):
+    """LOGIN creates the user (CREATED true); while that session lives another LOGIN of its name is refused (USER IN USE) and changes nothing; v1 still gets the token; once it closes, the name logs in again (CREATED false)."""
     first = session()
     before = set(r.keys("*"))
     reply = first.ask("LOGIN", {"USER": "alice"})
@@ -250,13 +250,23 @@ def test_login_creates_user_and_same_name_elsewhere_gets_same_token(r, keys, ses
     assert reply == {"PAYLOAD": {"USER_TOKEN": token, "CREATED": True}, "STATUS": "LOGGED IN"}
     assert isinstance(token, str) and P.is_token(token)
     assert r.hgetall(keys.users) == {"alice": token}
-    assert set(r.keys("*")) - before == {keys.users}
+    assert set(r.keys("*")) - before == {keys.users, keys.user_tokens, keys.sessions}
+    assert r.smembers(keys.user_tokens) == {token}
+    server_id = r.hget(keys.sessions, "alice")
+    assert r.exists(keys.server_lease(server_id))  # the live server's lease: the name is held
 
     state = snapshot(r)
+    assert_error(session().ask("LOGIN", {"USER": "alice"}), "USER IN USE", "USER_IN_USE")
+    assert snapshot(r) == state
+    assert login(client, "alice") == token  # v1 is the open protocol: it sees the same user
+    assert snapshot(r) == state
+
+    freed = key_events(keys.sessions)
+    first.conn.ws.close()
+    freed.collect(lambda ms: any(m["data"] == "hdel" for m in ms))
+    assert not r.hexists(keys.sessions, "alice")
     assert session().ask("LOGIN", {"USER": "alice"}) == {"PAYLOAD": {"USER_TOKEN": token, "CREATED": False},
                                                          "STATUS": "LOGGED IN"}
-    assert login(client, "alice") == token  # v1 sees the same user
-    assert snapshot(r) == state
 
     bob = login(client, "bob")  # a v1 user logs in on v2 as itself
     assert session().ask("LOGIN", {"USER": "bob"}) == {"PAYLOAD": {"USER_TOKEN": bob, "CREATED": False},

@@ -180,3 +180,21 @@ def test_server_sleep_paces_turns_through_in_progress(r, keys, settings):
         second = seats[order(r, keys, game)[0]]
         assert kind(second.lobby.recv(TIMEOUT)) == TURN
         assert r.get(keys.status(game)) == "Waiting Player"
+
+
+def test_a_turn_event_that_overtakes_the_start_never_comes_before_start(r, keys, game_server):
+    """A follower whose start event is still on its way (as on a cluster, where it crosses the cluster bus while a server's own action events arrive at once) gets START before any turn notice."""
+    with contextlib.ExitStack() as stack:
+        seats = sorted([Seat(stack, game_server.url, "one"), Seat(stack, game_server.url, "two")],
+                       key=lambda s: s.user)
+        head, other = seats  # the head of the turn order plays first
+        game = head.join(2)
+        lobby = stack.enter_context(Client(game_server.url, P.LOBBY))
+        lobby.send({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": head.user}})
+        # the lobby follows a game still filling; an event of a later turn reaches it first
+        early = {"t": "turn", "g": game, "u": head.user, "n": 1, "o": [head.user, other.user]}
+        assert r.publish(keys.events_channel, P.dumps(early)) == 1  # the server's subscription has it
+        assert other.join(2) == game
+        first, second = lobby.recv(TIMEOUT), lobby.recv(TIMEOUT)
+        assert (kind(first), kind(second)) == (START, TURN), (first, second)
+        assert first["PAYLOAD"]["PARTICIPANTS"] == [head.user, other.user]

@@ -1,5 +1,27 @@
--- Prepended to every script by simlib.server.load_script: what several scripts share.
---
+-- Prepended to every script by simlib.scripts, after a header made from simlib/keys.py
+-- and simlib/game.py: K.<name>(...) builds each key name, STATUS.<NAME> is each status.
+-- What several scripts share lives here.
+
+-- The time on the Redis server's clock, in milliseconds: every deadline is on this one
+-- clock, whichever process set it or applies it.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- What the calling process passes to every script that changes a game (ARGV[1..7]):
+-- the record timestamp, the events channel, the combat and lobby log channels ('' = do
+-- not publish), '1' to pause between turns, the turn and lobby time-outs in ms; and
+-- the deadlines index key (none on a cluster, where the caller indexes deadlines itself).
+local function context(index_key)
+  return {ts = ARGV[1], events = ARGV[2], combat = ARGV[3], lobby = ARGV[4], pause = ARGV[5] == '1',
+          turn_ms = tonumber(ARGV[6]), lobby_ms = tonumber(ARGV[7]), index = index_key or ''}
+end
+
+local function playing(status)
+  return status == STATUS.STARTING or status == STATUS.IN_PROGRESS or status == STATUS.WAITING_PLAYER
+end
+
 -- The log transport's pub/sub message, byte for byte as simlib.logs.message_for writes it,
 -- published from inside the script so a record goes out atomically with the change it
 -- reports (a clean-up task cannot be lost between a game's end and its announcement).
@@ -32,18 +54,99 @@ local function publish_game_over(channel, ts, game, status, winner, members)
   end
 end
 
--- A full lobby starts: status 'Starting', the turn order (the sorted members), and the
--- start event, which carries what START shows (members, heroes) so no server reads it
--- back. hero_prefix .. member is that member's hero hash.
-local function start_game(status_key, members_key, order_key, hero_prefix, events, game)
-  redis.call('SET', status_key, 'Starting')
-  local members = redis.call('SMEMBERS', members_key)
+-- A game's deadline (ms, on the server's clock) lives in its own key; the index, a sorted
+-- set of every game with a deadline, is how any process finds the ones that are due.
+local function set_deadline(c, game, at)
+  redis.call('SET', K.deadline(game), at)
+  if c.index ~= '' then
+    redis.call('ZADD', c.index, at, game)
+  end
+end
+
+local function clear_deadline(c, game)
+  redis.call('DEL', K.deadline(game))
+  if c.index ~= '' then
+    redis.call('ZREM', c.index, game)
+  end
+end
+
+local function publish_event(c, event)
+  local text = cjson.encode(event)
+  redis.call('PUBLISH', c.events, text)
+  return text
+end
+
+-- A full lobby starts: status 'Starting', the turn order (the sorted members), the first
+-- turn's deadline, and the start event, which carries what START shows (members, heroes)
+-- so no server reads it back. Events that set a deadline carry it (d, ms). Returns the
+-- event as published.
+local function start_game(c, game, now)
+  redis.call('SET', K.status(game), STATUS.STARTING)
+  local members = redis.call('SMEMBERS', K.game(game))
   table.sort(members)
-  redis.call('DEL', order_key)
-  redis.call('RPUSH', order_key, unpack(members))
+  redis.call('DEL', K.order(game))
+  redis.call('RPUSH', K.order(game), unpack(members))
   local heroes = {}
   for _, m in ipairs(members) do
-    heroes[m] = redis.call('HMGET', hero_prefix .. m, 'id', 'attack', 'health')
+    heroes[m] = redis.call('HMGET', K.hero(game, m), 'id', 'attack', 'health')
   end
-  redis.call('PUBLISH', events, cjson.encode({t = 'start', g = game, u = members[1], n = 0, m = members, h = heroes}))
+  set_deadline(c, game, now + c.turn_ms)
+  return publish_event(c, {t = 'start', g = game, u = members[1], n = 0, m = members, h = heroes,
+                           d = now + c.turn_ms})
+end
+
+-- A lobby that did not fill in time: 'Timed Out', its end and clean-up tasks published.
+-- Returns the timeout event (it carries the members, for the callers' own records).
+local function time_out(c, game)
+  redis.call('SET', K.status(game), STATUS.TIMED_OUT)
+  clear_deadline(c, game)
+  local members = redis.call('SMEMBERS', K.game(game))
+  local event = publish_event(c, {t = 'timeout', g = game, u = '', n = 0, m = members})
+  publish_game_over(c.lobby, c.ts, game, STATUS.TIMED_OUT, nil, members)
+  return event
+end
+
+-- After the order changed (an attack, a forfeit): with one hero left the game is
+-- Completed, else the head of the order is on turn with a new deadline. n = log length.
+-- Returns the event as published (complete, or turn).
+local function next_turn(c, game, status, living, n, now)
+  if #living <= 1 then
+    redis.call('SET', K.status(game), STATUS.COMPLETED)
+    clear_deadline(c, game)
+    local members = redis.call('SMEMBERS', K.game(game))
+    publish_game_over(c.lobby, c.ts, game, STATUS.COMPLETED, living[1], members)
+    return publish_event(c, {t = 'complete', g = game, u = living[1], n = n, o = living, m = members})
+  end
+  local next_status = c.pause and STATUS.IN_PROGRESS or STATUS.WAITING_PLAYER
+  if status ~= next_status then
+    redis.call('SET', K.status(game), next_status)
+  end
+  set_deadline(c, game, now + c.turn_ms)
+  return publish_event(c, {t = 'turn', g = game, u = living[1], n = n, o = living, d = now + c.turn_ms})
+end
+
+-- A living player gives up (reason 'TURN TIMEOUT' or 'DISCONNECTED'): its hero's health
+-- goes to 0, a FORFEIT record is logged and published like an attack, and it leaves the
+-- order. Returns the record and the event ('' when the player on turn did not change),
+-- or nil when the user is not a living player of a game in progress.
+local function forfeit(c, game, user, reason, now)
+  local status = redis.call('GET', K.status(game))
+  if not playing(status) then
+    return nil
+  end
+  local order = K.order(game)
+  local was_head = redis.call('LINDEX', order, 0) == user
+  if redis.call('LREM', order, 0, user) == 0 then
+    return nil
+  end
+  redis.call('HSET', K.hero(game, user), 'health', '0')
+  local record = '{"TIMESTAMP": "' .. c.ts .. '", "PAYLOAD": {"GAME_TOKEN": "' .. game .. '", "USER_TOKEN": "' ..
+    user .. '"}, "STATUS": {"ACTION": "FORFEIT", "DETAILS": {"REASON": "' .. reason .. '"}}}'
+  local n = redis.call('RPUSH', K.logs(game), record)
+  publish_log(c.combat, c.ts, 'Player Forfeited', record)
+  local living = redis.call('LRANGE', order, 0, -1)
+  if was_head or #living <= 1 then
+    return record, next_turn(c, game, status, living, n, now)
+  end
+  return record, ''
 end

@@ -1,40 +1,52 @@
 -- Cluster mode, step 2 of a join: the game's own keys, all in the game's hash slot.
--- KEYS[1] status, [2] host, [3] participants, [4] members, [5] heroes taken,
--- [6] the user's hero hash, [7] order
--- ARGV[1] game, [2] user, [3] n, [4] '1' if this user opened the game, [5] events
--- channel, then candidate heroes as (id, attack, health) triples, drawn by the server.
+-- KEYS[1] the game's status key (routes the call to its slot)
+-- ARGV[1..7] the context (_prelude.lua; no deadlines index here: the caller indexes),
+-- ARGV[8] game, ARGV[9] user, ARGV[10] n, ARGV[11] '1' if this user opened the game,
+-- then candidate heroes as (id, attack, health) triples, drawn by the server.
 -- (No join record from here: on a cluster the lobby records go through the log transport.)
--- Returns {game, hero id, members joined} or an error: GAME CLOSED, NO HERO LEFT
-local game, user, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local status = redis.call('GET', KEYS[1])
-if status and status ~= 'Waiting Lobby' then
-  return redis.error_reply('GAME CLOSED')
+-- Returns {'OK', game, hero id, members joined, deadline, events...},
+-- {'CLOSED', events...} when the lobby is no longer open (timed out here if past its
+-- deadline), or {'ERR', status, code}.
+local c = context()
+local game, user, n = ARGV[8], ARGV[9], tonumber(ARGV[10])
+local status = redis.call('GET', K.status(game))
+if status and status ~= STATUS.WAITING_LOBBY then
+  return {'CLOSED'}
 end
-if redis.call('SISMEMBER', KEYS[4], user) == 1 then
-  return {game, redis.call('HGET', KEYS[6], 'id'), redis.call('SCARD', KEYS[4])}
+local now = now_ms()
+if status and (tonumber(redis.call('GET', K.deadline(game))) or 0) <= now then
+  return {'CLOSED', time_out(c, game)}
 end
+local function answer(hero, joined, event)
+  return {'OK', game, hero, joined, tonumber(redis.call('GET', K.deadline(game))) or 0, event}
+end
+if redis.call('SISMEMBER', K.game(game), user) == 1 then
+  return answer(redis.call('HGET', K.hero(game, user), 'id'), redis.call('SCARD', K.game(game)))
+end
+local taken = K.heroes_taken(game)
 local hero, attack, health
-for i = 6, #ARGV, 3 do
-  if redis.call('SISMEMBER', KEYS[5], ARGV[i]) == 0 then
+for i = 12, #ARGV, 3 do
+  if redis.call('SISMEMBER', taken, ARGV[i]) == 0 then
     hero, attack, health = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     break
   end
 end
 if not hero then
-  return redis.error_reply('NO HERO LEFT')
+  return {'ERR', 'NOT ENOUGH SUPERHEROS', 'NO_HERO_LEFT'}
 end
 if not status then
-  redis.call('SET', KEYS[1], 'Waiting Lobby')
-  redis.call('SET', KEYS[3], n)
+  redis.call('SET', K.status(game), STATUS.WAITING_LOBBY)
+  redis.call('SET', K.game_participants(game), n)
+  set_deadline(c, game, now + c.lobby_ms)
 end
-if ARGV[4] == '1' then
-  redis.call('SET', KEYS[2], user)
+if ARGV[11] == '1' then
+  redis.call('SET', K.host(game), user)
 end
-redis.call('SADD', KEYS[4], user)
-redis.call('SADD', KEYS[5], hero)
-redis.call('HSET', KEYS[6], 'id', hero, 'attack', attack, 'health', health)
-local joined = redis.call('SCARD', KEYS[4])
+redis.call('SADD', K.game(game), user)
+redis.call('SADD', taken, hero)
+redis.call('HSET', K.hero(game, user), 'id', hero, 'attack', attack, 'health', health)
+local joined = redis.call('SCARD', K.game(game))
 if joined >= n then
-  start_game(KEYS[1], KEYS[4], KEYS[7], KEYS[6]:sub(1, #KEYS[6] - #user), ARGV[5], game)
+  return answer(hero, joined, start_game(c, game, now))
 end
-return {game, hero, joined}
+return answer(hero, joined)

@@ -1,75 +1,93 @@
 -- Put a user into the open lobby for n players, or open one. Atomic, one round trip,
--- and O(1) in the number of games ever played: only the newest game for n players can
--- be open, because every join goes through this script.
--- KEYS[1] games:players:<n>, KEYS[2] games:participants, KEYS[3] superheros
--- ARGV[1] user token, ARGV[2] n, ARGV[3] a fresh game token (used if a game is opened),
--- ARGV[4] game key format (e.g. 'games:%s'), ARGV[5] events channel, ARGV[6] timestamp,
--- ARGV[7] lobby log channel ('' = do not publish the "Player Joined Game" record)
--- Returns {game token, hero id, members joined, n}
-local user, n, fresh, fmt = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+-- and O(1) in the number of games and users: only the newest game for n players can be
+-- open, because every join goes through this script, and a user token is checked in a set.
+-- KEYS[1] games:players:<n>, KEYS[2] the deadlines index, KEYS[3] games:participants,
+-- KEYS[4] superheros, KEYS[5] the set of user tokens
+-- ARGV[1..7] the context (_prelude.lua), ARGV[8] user token, ARGV[9] n, ARGV[10] a fresh
+-- game token (used if a game is opened)
+-- A lobby past its deadline is never joined: it is timed out here, and a new one opened.
+-- Returns {'ERR', status, code} or {'OK', game, hero id, members joined, lobby deadline,
+-- events...}: the events this join published (a time-out of a stale lobby, a start).
+local c = context(KEYS[2])
+local user, n, fresh = ARGV[8], tonumber(ARGV[9]), ARGV[10]
+local players, joins, roster = KEYS[1], KEYS[3], KEYS[4]
+
+if redis.call('SISMEMBER', KEYS[5], user) == 0 then
+  return {'ERR', 'UNKNOWN USER TOKEN', 'UNKNOWN_USER_TOKEN'}
+end
+if redis.call('EXISTS', roster) == 0 then
+  return {'ERR', 'LIST OF SUPERHEROS NOT AVAILABLE', 'NO_HEROES'}
+end
+local now = now_ms()
+local events = {}
 
 local function answer(game, hero, joined)
-  publish_log(ARGV[7], ARGV[6], 'Player Joined Game: ' .. game, '{"game_token": "' .. game .. '", "user_token": "' ..
+  publish_log(c.lobby, c.ts, 'Player Joined Game: ' .. game, '{"game_token": "' .. game .. '", "user_token": "' ..
     user .. '", "hero_id": ' .. hero .. ', "joined": ' .. joined .. ', "participants": ' .. n .. '}')
-  return {game, hero, joined, n}
+  local out = {'OK', game, hero, joined, tonumber(redis.call('GET', K.deadline(game))) or 0}
+  for _, e in ipairs(events) do
+    table.insert(out, e)
+  end
+  return out
 end
 
-local game = redis.call('LINDEX', KEYS[1], -1)
-local gk
+local game = redis.call('LINDEX', players, -1)
 if game then
-  gk = string.format(fmt, game)
-  if redis.call('GET', gk .. ':status') ~= 'Waiting Lobby' then
+  local status = redis.call('GET', K.status(game))
+  if status ~= STATUS.WAITING_LOBBY then
     game = nil
-  elseif redis.call('SISMEMBER', gk, user) == 1 then
+  elseif (tonumber(redis.call('GET', K.deadline(game))) or 0) <= now then
+    table.insert(events, time_out(c, game))
+    game = nil
+  elseif redis.call('SISMEMBER', K.game(game), user) == 1 then
     -- already waiting in this lobby: answer again, change nothing
-    return answer(game, redis.call('HGET', gk .. ':superheros:' .. user, 'id'), redis.call('SCARD', gk))
-  elseif redis.call('SCARD', gk) >= n then
+    return answer(game, redis.call('HGET', K.hero(game, user), 'id'), redis.call('SCARD', K.game(game)))
+  elseif redis.call('SCARD', K.game(game)) >= n then
     game = nil
   end
 end
 local opening = not game
 if opening then
   game = fresh
-  gk = string.format(fmt, game)
 end
 
 -- draw a hero not yet taken in this game
-local taken = gk .. ':superheros'
+local taken = K.heroes_taken(game)
 local hero
 for _ = 1, 32 do
-  local candidate = redis.call('HRANDFIELD', KEYS[3])
+  local candidate = redis.call('HRANDFIELD', roster)
   if candidate and redis.call('SISMEMBER', taken, candidate) == 0 then
     hero = candidate
     break
   end
 end
 if not hero then  -- a roster with few heroes left: scan once
-  for _, candidate in ipairs(redis.call('HKEYS', KEYS[3])) do
+  for _, candidate in ipairs(redis.call('HKEYS', roster)) do
     if redis.call('SISMEMBER', taken, candidate) == 0 then
       hero = candidate
       break
     end
   end
 end
-if not hero then  -- refused before any write: a rejected join changes nothing
-  return redis.error_reply('NO HERO LEFT')
+if not hero then  -- refused before any write of its own: a rejected join changes nothing
+  return {'ERR', 'NOT ENOUGH SUPERHEROS', 'NO_HERO_LEFT'}
 end
 if opening then
-  redis.call('SET', gk .. ':status', 'Waiting Lobby')
-  redis.call('SET', gk .. ':host', user)
-  redis.call('SET', gk .. ':participants', n)
-  redis.call('RPUSH', KEYS[1], game)
+  redis.call('SET', K.status(game), STATUS.WAITING_LOBBY)
+  redis.call('SET', K.host(game), user)
+  redis.call('SET', K.game_participants(game), n)
+  redis.call('RPUSH', players, game)
+  set_deadline(c, game, now + c.lobby_ms)
 end
-local stats = cjson.decode(redis.call('HGET', KEYS[3], hero))['powerstats']
+local stats = cjson.decode(redis.call('HGET', roster, hero))['powerstats']
 
-redis.call('SADD', gk, user)
+redis.call('SADD', K.game(game), user)
 redis.call('SADD', taken, hero)
-redis.call('HSET', gk .. ':superheros:' .. user, 'id', hero,
+redis.call('HSET', K.hero(game, user), 'id', hero,
            'attack', string.format('%d', stats['attack']), 'health', string.format('%d', stats['health']))
-local joined = redis.call('ZINCRBY', KEYS[2], 1, game)
-joined = tonumber(joined)
+local joined = tonumber(redis.call('ZINCRBY', joins, 1, game))
 
 if joined >= n then
-  start_game(gk .. ':status', gk, gk .. ':order', gk .. ':superheros:', ARGV[5], game)
+  table.insert(events, start_game(c, game, now))
 end
 return answer(game, hero, joined)
