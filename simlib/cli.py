@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "step, as the original bots; v2: the session protocol, one connection per bot")
     run.add_argument("--two-share", type=_share, default=0.6, metavar="P",
                      help="share of each bot's games asked as 2-player games (default 0.6)")
+    run.add_argument("--drop-rate", type=_share, default=0.0, metavar="P",
+                     help="each bot walks away from a game mid-way with probability P, seeded with --seed: the "
+                          "stream then carries forfeits and abandoned lobbies (default 0)")
     run.add_argument("--out", metavar="DIR", help="also write games/players/attacks as Parquet files to DIR")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument("--keep", action="store_true",
@@ -98,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("server", help="run one game server in the foreground")
     server.add_argument("--host", default=None, help="interface (default WEBSOCKET_HOST)")
     server.add_argument("--port", type=int, default=None, help="port (default WEBSOCKET_PORT; 0 = free port)")
+    server.add_argument("--roster", metavar="FILE", default=None,
+                        help="load this roster file ('default': the kit's own) whenever Redis is found without "
+                             "heroes, e.g. after it restarted empty (default: only at start, with an embedded Redis)")
     _launcher_options(server)
 
     worker = sub.add_parser("worker", help="run the clean-up worker in the foreground")
@@ -116,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "the bots: bot i uses the i-th URL, round robin")
     player.add_argument("--two-share", type=_share, default=0.6, metavar="P",
                         help="share of each bot's games asked as 2-player games (default 0.6)")
+    player.add_argument("--drop-rate", type=_share, default=0.0, metavar="P",
+                        help="each bot walks away from a game mid-way with probability P (default 0)")
     _launcher_options(player)
     # simlib.launch runs a run's bots as several of these: one name prefix and global
     # bot indices keep names unique and seeds per bot; games and records come back
@@ -244,7 +252,8 @@ def _run(settings, args) -> int:
         setup_logging(settings, stdout_level="WARNING")  # pub/sub gets everything; the terminal stays readable
         result = simulate(settings, players=args.players, games=args.games, workers=args.workers,
                           servers=args.servers, seed=args.seed, style=args.bot, progress=not args.no_progress,
-                          server_mode=args.server_mode, two_share=args.two_share, player_procs=args.player_procs)
+                          server_mode=args.server_mode, two_share=args.two_share, player_procs=args.player_procs,
+                          drop_rate=args.drop_rate)
         if args.json:
             print(json.dumps(result.summary(), indent=2))
         else:
@@ -282,7 +291,7 @@ def _server(settings, args) -> int:
                 ensure_roster(client)
             elif client.hlen(Keyspace(cluster=settings.redis_cluster).superheros) == 0:
                 logging.getLogger("lib.server.lobby").warning("No heroes loaded: run 'simlib build-db' first")
-        server = GameServer(settings, host=args.host, port=args.port)
+        server = GameServer(settings, host=args.host, port=args.port, roster=args.roster)
         if args.announce:
             threading.Thread(target=lambda: server.ready.wait(60) and _announce(args, server.port),
                              daemon=True).start()
@@ -329,7 +338,7 @@ def _worker(settings, args) -> int:
 def _player(settings, args) -> int:
     from . import aio  # noqa: PLC0415
     from .launch import GAME  # noqa: PLC0415
-    from .player import Recorder, make_bots, play_all  # noqa: PLC0415
+    from .player import STOP_GRACE, Recorder, make_bots, play_all, wait_for_settings  # noqa: PLC0415
 
     games = settings.client_games if args.games is None else args.games
     urls = args.url or [settings.websocket_url]
@@ -337,12 +346,13 @@ def _player(settings, args) -> int:
     if args.progress_lines:
         recorder.on_game = lambda row: print(GAME, json.dumps(row), flush=True)
     bots = make_bots(urls, args.players, games, style=args.bot, seed=args.seed, prefix=args.name_prefix,
-                     offset=args.index_offset, recorder=recorder, two_share=args.two_share)
+                     offset=args.index_offset, recorder=recorder, two_share=args.two_share,
+                     wait=wait_for_settings(settings), drop_rate=args.drop_rate)
     aio.tune_gc()
-    if args.announce:  # the launcher's stop (SIGTERM) or its end: finish the current game
+    if args.announce:  # the launcher's stop (SIGTERM) or its end: finish the current game (bounded)
         def stop(*_):
             for b in bots:
-                b.stop()
+                b.stop(grace=STOP_GRACE)
         signal.signal(signal.SIGTERM, stop)
         _stop_with_parent(stop)
         _announce(args, len(bots))

@@ -19,6 +19,7 @@ __all__ = [
     "hit",
     "initial_order",
     "after_attack",
+    "after_forfeit",
     "replay",
     "killed",
     "RuleError",
@@ -101,11 +102,24 @@ def after_attack(order: list[str], attacker: str, enemy: str, enemy_health_post:
     return rotated
 
 
-def replay(heroes: Mapping[str, Mapping], attacks: Iterable[Mapping]) -> dict:
-    """Replay attack records against the starting heroes and check every rule.
+def after_forfeit(order: list[str], user: str) -> list[str]:
+    """The order after ``user`` forfeited: it leaves, and the others keep their places (when
+    it was on turn, the next one is)."""
+    if user not in order:
+        raise RuleError("only a living player can forfeit")
+    return [u for u in order if u != user]
 
-    ``heroes``: user token -> {"attack": a, "health": h}; ``attacks``: action replies
-    (protocol v1 record shape) in log order. Returns ``{"health": {...},
+
+def is_forfeit(record: Mapping) -> bool:
+    return record["STATUS"].get("ACTION") == "FORFEIT"
+
+
+def replay(heroes: Mapping[str, Mapping], attacks: Iterable[Mapping]) -> dict:
+    """Replay a game's log against the starting heroes and check every rule.
+
+    ``heroes``: user token -> {"attack": a, "health": h}; ``attacks``: the log's records in
+    order: attacks (the action reply of protocol v1) and forfeits (``ACTION`` ``FORFEIT``:
+    the player's health goes to 0 and it leaves the order). Returns ``{"health": {...},
     "order": [...], "winner": token-or-None}``; raises :class:`RuleError` at the first
     record that breaks a rule (out of turn, dead attacker, wrong damage, ...).
     """
@@ -114,10 +128,14 @@ def replay(heroes: Mapping[str, Mapping], attacks: Iterable[Mapping]) -> dict:
     order = initial_order(health)
     for i, rec in enumerate(attacks):
         attacker = rec["PAYLOAD"]["USER_TOKEN"]
+        if len(order) <= 1:
+            raise RuleError(f"record {i} after the game was decided")
+        if is_forfeit(rec):
+            order = after_forfeit(order, attacker)
+            health[attacker] = 0
+            continue
         details = rec["STATUS"]["DETAILS"]
         enemy = details["ENEMY_TOKEN"]
-        if len(order) <= 1:
-            raise RuleError(f"attack {i} after the game was decided")
         if health.get(attacker, 0) <= 0:
             raise RuleError(f"attack {i} by a dead hero")
         prior = health.get(enemy)
@@ -134,8 +152,13 @@ def replay(heroes: Mapping[str, Mapping], attacks: Iterable[Mapping]) -> dict:
     return {"health": health, "order": order, "winner": winner}
 
 
-def killed(attacks: Iterable[Mapping]) -> set[tuple[str, str]]:
-    """``(game, user)`` of every hero killed in these attack records. In a completed
-    game, the one member not in this set won."""
-    return {(a["PAYLOAD"]["GAME_TOKEN"], a["STATUS"]["DETAILS"]["ENEMY_TOKEN"])
-            for a in attacks if a["STATUS"]["DETAILS"]["ENEMY_HEALTH_POST"] == 0}
+def killed(records: Iterable[Mapping]) -> set[tuple[str, str]]:
+    """``(game, user)`` of every hero killed in these attack records, or that forfeited.
+    In a completed game, the one member not in this set won."""
+    out = set()
+    for r in records:
+        if is_forfeit(r):
+            out.add((r["PAYLOAD"]["GAME_TOKEN"], r["PAYLOAD"]["USER_TOKEN"]))
+        elif r["STATUS"]["DETAILS"]["ENEMY_HEALTH_POST"] == 0:
+            out.add((r["PAYLOAD"]["GAME_TOKEN"], r["STATUS"]["DETAILS"]["ENEMY_TOKEN"]))
+    return out

@@ -110,24 +110,26 @@ def _thread_handle(name: str, part, target: Callable[[], Any], wake: threading.E
 # -- public starters ------------------------------------------------------------------
 
 def start_server(settings: Settings, *, host: str = "127.0.0.1", port: int | None = 0, mode: str = "thread",
-                 name: str | None = None, timeout: float = 30.0, stdout_level: str | None = None) -> Handle:
+                 name: str | None = None, timeout: float = 30.0, stdout_level: str | None = None,
+                 roster: str | None = None) -> Handle:
     """Start a game server and return once it listens; ``handle.port`` is its port.
 
     ``stdout_level`` sets the terminal log level (a thread shares this process's
-    logging, which is set up here from ``settings``)."""
+    logging, which is set up here from ``settings``). ``roster``: a roster file (or
+    ``"default"``) the server loads again when it finds Redis without heroes."""
     from .server import GameServer  # noqa: PLC0415
 
     port = settings.server_port if port is None else port
     if mode == "thread":
         setup_logging(settings, stdout_level=stdout_level)  # threads share this process's logging
-        server = GameServer(settings, host=host, port=port, name=name)
+        server = GameServer(settings, host=host, port=port, name=name, roster=roster)
         handle = _start_thread(server.name, server, lambda: aio.run(server.serve()), server.ready, timeout,
                                "the game server", host=host)
         handle.port = server.port
         handle.url = f"ws://{host}:{server.port}"
         return handle
     name = name or f"server-{port}"
-    args = ["server", "--host", host, "--port", str(port)]
+    args = ["server", "--host", host, "--port", str(port), *(["--roster", roster] if roster else [])]
     return _process_handle(name, args, settings, stdout_level, timeout, host=host)
 
 
@@ -203,7 +205,8 @@ def _process_handle(name: str, args: list[str], settings: Settings, stdout_level
     child = _Child(name, args, settings, stdout_level)
     announced = child.ready(timeout)
     proc = child.proc
-    handle = Handle(name, "process", proc.terminate, child.join, lambda: proc.poll() is None, pid=proc.pid, **info)
+    handle = Handle(name, "process", proc.terminate, child.join, lambda: proc.poll() is None, pid=proc.pid,
+                    kill=proc.kill, **info)
     if args[0] == "server":
         handle.port = int(announced)
         handle.url = f"ws://{info.get('host', '127.0.0.1')}:{handle.port}"
@@ -213,32 +216,37 @@ def _process_handle(name: str, args: list[str], settings: Settings, stdout_level
 def start_players(urls: list[str] | str, players: int, games: int, *, seed: int | None = None,
                   style: str = "fast", recorder=None, name_prefix: str | None = None,
                   two_share: float = 0.6, procs: int = 1, settings: Settings | None = None,
-                  timeout: float = 30.0) -> Handle:
-    """Start ``players`` bots; bot i uses ``urls[i % len]``. ``procs`` = 1: in one thread
-    (one event loop), and ``handle.recorder`` fills as games end. ``procs`` > 1: spread
-    over that many ``simlib player`` processes (with ``settings``' environment, default
-    from the environment), which play the same bots as one thread would; ``recorder.on_game``
-    is called as they finish games, and ``handle.recorder`` holds their records once all
-    have ended. ``stop()`` lets every bot finish its current game.
+                  timeout: float = 30.0, drop_rate: float = 0.0) -> Handle:
+    """Start ``players`` bots; bot i plays on ``urls[i % len]`` (and knows the others, for
+    when its server is gone). ``procs`` = 1: in one thread (one event loop), and
+    ``handle.recorder`` fills as games end. ``procs`` > 1: spread over that many ``simlib
+    player`` processes (with ``settings``' environment, default from the environment),
+    which play the same bots as one thread would; ``recorder.on_game`` is called as they
+    finish games, and ``handle.recorder`` holds their records once all have ended.
+    ``stop()`` lets every bot finish its current game (at most STOP_GRACE seconds).
+    ``drop_rate``: each bot walks away from a game with this probability.
     """
-    from .player import Recorder, make_bots, play_all, run_id  # noqa: PLC0415
+    from .player import Recorder, make_bots, play_all, run_id, wait_for_settings  # noqa: PLC0415
 
     if not 1 <= procs <= players:
         raise ValueError(f"procs must be between 1 and players ({players}), got {procs}")
     urls = [urls] if isinstance(urls, str) else list(urls)
     recorder = recorder or Recorder()
     prefix = name_prefix or f"bot-{run_id()}-"
+    settings = settings or Settings.from_env()
     if procs > 1:
-        return _player_processes(urls, players, games, procs, recorder, prefix, settings or Settings.from_env(),
-                                 timeout, ["--bot", style, "--two-share", repr(two_share)]
+        return _player_processes(urls, players, games, procs, recorder, prefix, settings,
+                                 timeout, ["--bot", style, "--two-share", repr(two_share), "--drop-rate", repr(drop_rate)]
                                  + ([f"--seed={seed}"] if seed is not None else []))
     bots = make_bots(urls, players, games, style=style, seed=seed, prefix=prefix, recorder=recorder,
-                     two_share=two_share)
+                     two_share=two_share, wait=wait_for_settings(settings), drop_rate=drop_rate)
 
     class _Group:
         def stop(self):
+            from .player import STOP_GRACE  # noqa: PLC0415
+
             for b in bots:
-                b.stop()
+                b.stop(grace=STOP_GRACE)
 
     failures: list = []
 

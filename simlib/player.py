@@ -32,7 +32,8 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from . import aio
 from . import protocol as P
 
-__all__ = ["Bot", "V1Bot", "FastBot", "SessionBot", "Recorder", "participant_deck", "BotError", "play_all", "make_bots"]
+__all__ = ["Bot", "V1Bot", "FastBot", "SessionBot", "Recorder", "participant_deck", "BotError", "play_all",
+           "make_bots", "STOP_GRACE", "wait_for_settings"]
 
 
 class BotError(RuntimeError):
@@ -123,20 +124,31 @@ class Recorder:
                     getattr(self, k).extend(data[k])
 
 
-async def _request(ws: ClientConnection, frame: dict) -> dict:
-    await ws.send(P.dumps(frame))
-    return json.loads(await ws.recv())
+#: Retried with back-off: what a network, a server going away or a refusal can cause.
+FAILURES = (OSError, WebSocketException, ConnectionClosed, BotError, TimeoutError)
+#: Seconds a stopped bot may go on with its current game before it leaves anyway.
+STOP_GRACE = 5.0
 
 
 class Bot:
-    """Common game loop; subclasses decide how connections are used."""
+    """Common game loop; subclasses decide how connections are used.
+
+    Nothing a bot waits for is unbounded: a reply within ``wait`` seconds, a frame of its
+    game within ``wait`` seconds. A bot that meets a failure (a server gone, Redis away,
+    a refusal, silence) counts an error, records the game it was in as ``ERROR``, and
+    goes on after a back-off, on the next of its ``urls`` when its server is gone. After
+    ``max_failures`` failures in a row it gives up (so a run always ends). With
+    ``drop_rate`` P it walks away from a game with probability P (seeded), in the lobby
+    or on one of its turns, and records that game as ``DROPPED``.
+    """
 
     style = "base"
 
-    def __init__(self, url: str, name: str, games: int = 10, *, seed: int | str | None = None,
+    def __init__(self, urls: list[str] | str, name: str, games: int = 10, *, seed: int | str | None = None,
                  index: int = 0, recorder: Recorder | None = None, two_share: float = 0.6,
-                 open_timeout: float = 30.0):
-        self.url = url.rstrip("/")
+                 open_timeout: float = 10.0, wait: float = 60.0, drop_rate: float = 0.0, max_failures: int = 8):
+        self.urls = [u.rstrip("/") for u in ([urls] if isinstance(urls, str) else urls)]
+        self.url = self.urls[0]
         self.name = name
         self.games = games
         self.rng = random.Random(f"{seed}:{index}" if seed is not None else None)
@@ -144,12 +156,32 @@ class Bot:
         self.two_share = two_share
         self.recorder = recorder or Recorder()
         self.open_timeout = open_timeout
+        self.wait = wait
+        self.drop_rate = drop_rate
+        # drops and back-off jitter draw from their own streams: the seeded choices of a
+        # run (participants, targets) stay the same whatever the faults
+        self._drops = random.Random(f"{seed}:{index}:drop" if seed is not None else None)
+        self._jitter = random.Random()
+        self.max_failures = max_failures
         self.token: str | None = None
         self._stopping = False
+        self._row: dict | None = None  # the game being played
+        self._drop_at: int | None = None  # walk away at this many turns (0: in the lobby)
+        self._stack = contextlib.AsyncExitStack()
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def stop(self) -> None:
-        """Finish the current game, then leave."""
+    def stop(self, grace: float | None = None) -> None:
+        """Finish the current game, then leave; with ``grace``, leave after that many
+        seconds even mid-game. Safe from any thread."""
         self._stopping = True
+        if grace is not None and self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._cancel_after, grace)
+
+    def _cancel_after(self, grace: float) -> None:
+        if self._task is not None and not self._task.done():
+            self._loop.call_later(grace, self._task.cancel)
 
     @property
     def stopping(self) -> bool:
@@ -159,20 +191,51 @@ class Bot:
         aio.run(self.play())
 
     async def play(self) -> None:
-        played = 0
+        self._task, self._loop = asyncio.current_task(), asyncio.get_running_loop()
+        played = failures = 0
         try:
             await self._open()
             while not self._stopping and (self.games < 0 or played < self.games):
                 n = self.deck[played] if self.deck else (2 if self.rng.random() < self.two_share else 3)
-                await self._one_game(n)
+                self._drop_at = self._drop_point()
+                try:
+                    await self._one_game(n)
+                    failures = 0
+                except FAILURES as exc:
+                    if self._stopping:
+                        return
+                    failures += 1
+                    self.recorder.error(f"{self.name}: {type(exc).__name__}: {exc}")
+                    if self._row is not None:  # it was in a game: that game ends here for it
+                        self._finish("ERROR")
+                    if failures >= self.max_failures:
+                        raise BotError(f"{self.name} gave up after {failures} failures in a row: {exc}") from exc
+                    await self._recover(exc, failures)
+                    continue
                 played += 1
         finally:
             await self._close()
 
+    def _drop_point(self) -> int | None:
+        """Where this game is walked away from: None (played to the end), 0 (in the lobby,
+        before START), or k (on the k-th turn, without acting)."""
+        if self.drop_rate <= 0 or self._drops.random() >= self.drop_rate:
+            return None
+        return self._drops.choice([0, 1, 1, 2, 3])
+
+    async def _recover(self, exc: BaseException, failures: int) -> None:
+        """Back off, drop what may be broken, and move to the next server when this one is gone."""
+        await self._close()
+        self._stack = contextlib.AsyncExitStack()
+        if not isinstance(exc, BotError):  # the connection failed: maybe the server is gone
+            self.urls.append(self.urls.pop(0))
+            self.url = self.urls[0]
+        await asyncio.sleep(min(0.1 * 2 ** (failures - 1), 2.0) * (0.5 + self._jitter.random()))
+        await self._open()
+
     # connection policy (overridden) ------------------------------------------------
     async def _open(self) -> None:
         """Open what the bot keeps for its whole life (into ``self._stack``)."""
-        self._stack = contextlib.AsyncExitStack()
 
     async def _close(self) -> None:
         with contextlib.suppress(Exception):
@@ -191,7 +254,19 @@ class Bot:
         # otherwise read the proxy settings from the environment on every connection: a
         # tenth of a v1 bot's CPU, which opens a connection per step.)
         return connect(self.url + route, max_size=P.MAX_FRAME, compression=None,
-                       open_timeout=self.open_timeout, ping_interval=None, proxy=None)
+                       open_timeout=self.open_timeout, close_timeout=2, ping_interval=None, proxy=None)
+
+    async def _recv(self, ws: ClientConnection) -> dict:
+        """The next frame, within ``wait`` seconds (else BotError)."""
+        try:
+            async with asyncio.timeout(self.wait):
+                return json.loads(await ws.recv())
+        except TimeoutError:
+            raise BotError(f"{self.name}: no word from the server for {self.wait:g} s") from None
+
+    async def _request(self, ws: ClientConnection, frame: dict) -> dict:
+        await ws.send(P.dumps(frame))
+        return await self._recv(ws)
 
     async def _login(self) -> str:
         raise NotImplementedError
@@ -210,55 +285,93 @@ class Bot:
         """The row this bot keeps of the game a find reply put it in (BotError if refused)."""
         game = reply.get("PAYLOAD", {}).get("GAME_TOKEN")
         if not game:
+            if reply.get("ERROR", {}).get("CODE") == "UNKNOWN_USER_TOKEN":
+                self.token = None  # Redis lost the user (it restarted empty): log in again
             raise BotError(f"{self.name}: find was refused: {reply.get('STATUS')}")
-        return {"game": game, "user": self.token, "name": self.name, "participants": n, "bot": self.style,
-                "hero_id": reply["PAYLOAD"].get("HERO_ID"), "outcome": None, "members": [],
-                "attacks": 0, "damage": 0, "joined_at": time.time(), "ended_at": None, "errors": 0}
+        self._row = {"game": game, "user": self.token, "name": self.name, "participants": n, "bot": self.style,
+                     "hero_id": reply["PAYLOAD"].get("HERO_ID"), "outcome": None, "members": [],
+                     "attacks": 0, "damage": 0, "joined_at": time.time(), "ended_at": None, "errors": 0}
+        return self._row
 
-    def _action_reply(self, row: dict, record: dict) -> None:
-        """Count an action reply: an attack record, a "no enemy left", or a refusal."""
+    def _finish(self, outcome: str) -> None:
+        """The current game is over for this bot: record its row."""
+        row, self._row = self._row, None
+        if row is not None:
+            row["outcome"] = row["outcome"] or outcome
+            row["ended_at"] = time.time()
+            self.recorder.game(row)
+
+    def _action_reply(self, row: dict, record: dict) -> str | None:
+        """Count an action reply: an attack record, a "no enemy left", or a refusal;
+        returns the refusal's code (None when the action was taken)."""
         status = record.get("STATUS")
         action = status.get("ACTION") if isinstance(status, dict) else None
         if action == "ATTACK":
             self.recorder.attack(record)
             row["attacks"] += 1
             row["damage"] += int(status["DETAILS"]["ENEMY_DAMAGE"])
-        elif action != "NA":
+            return None
+        if action == "NA":
+            return None
+        code = record.get("ERROR", {}).get("CODE") if isinstance(record.get("ERROR"), dict) else None
+        if code != "ENEMY_DEAD":  # an enemy that forfeited meanwhile: the bot just picks again
             row["errors"] += 1
             self.recorder.error(f"{self.name}: action refused: {record}")
+        return code or "REFUSED"
 
     async def _one_game(self, n: int) -> None:
         await self._login()
         row = self._game_row(n, await self._find(n))
         game = row["game"]
-        token = row["user"]
+        if self._drop_at == 0:  # walks away before even opening the lobby
+            self._finish("DROPPED")
+            return
         async with self._connect(P.LOBBY) as lobby:
-            await lobby.send(P.dumps({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": token}}))
+            await lobby.send(P.dumps({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": row["user"]}}))
             await self._follow(lobby, row, lambda notice: self._take_turn(game, row))
-        row["ended_at"] = time.time()
-        self.recorder.game(row)
 
-    async def _follow(self, frames, row: dict, on_turn) -> None:
+    async def _follow(self, frames: ClientConnection, row: dict, on_turn) -> None:
         """Play one game from the frames the server pushes (a v1 lobby, or a v2 session,
-        which also carries the action replies) until it ends or the connection closes."""
-        async for text in frames:
-            frame = json.loads(text)
+        which also carries the action replies) until it ends, the bot walks away, or the
+        connection closes."""
+        turns = 0
+        while True:
+            try:
+                frame = await self._recv(frames)
+            except ConnectionClosed as exc:
+                raise BotError(f"{self.name}: the server closed the connection mid-game ({exc})") from None
             status = frame.get("STATUS")
             what = status.get("GAME") if isinstance(status, dict) else status
             if what == "START":
                 row["members"] = frame["PAYLOAD"]["PARTICIPANTS"]
                 row["heroes"] = frame["PAYLOAD"]["PARTICIPANTS_HEROS"]
             elif what == P.YOUR_TURN:
+                turns += 1
+                if self._drop_at == turns:  # walks away on this turn, without acting
+                    self._finish("DROPPED")
+                    return
                 self.recorder.turn(row["game"])
                 await on_turn(frame)
             elif isinstance(status, dict) and "ACTION" in status:
-                self._action_reply(row, frame)
+                await self._on_reply(row, frame)
             elif what in (P.COMPLETE, P.TIMED_OUT):
                 row["outcome"] = what
+                self._finish(what)
                 return
-            else:
+            elif what == P.GAME_LOST:
+                self._finish(what)
+                raise BotError(f"{self.name}: game {row['game']} was lost with Redis")
+            elif not await self._on_other(row, frame):
                 row["errors"] += 1
                 self.recorder.error(f"{self.name}: the server said {frame}")
+
+    async def _on_reply(self, row: dict, frame: dict) -> None:
+        """An action reply among the pushed frames (v2)."""
+        self._action_reply(row, frame)
+
+    async def _on_other(self, row: dict, frame: dict) -> bool:
+        """Any other frame among the pushed ones; True when it was expected."""
+        return False
 
     async def _alive_enemies(self, game: str, others: list[str]) -> list[str]:
         """The v1 way: ask for every other participant's hero, keep the living."""
@@ -267,9 +380,12 @@ class Bot:
 
     async def _take_turn(self, game: str, row: dict) -> None:
         others = [u for u in row["members"] if u != self.token]
-        alive = await self._alive_enemies(game, others)
-        enemy = self.rng.choice(alive) if alive else None
-        self._action_reply(row, await self._attack(game, enemy))
+        for _attempt in range(3):  # an enemy may forfeit between the look-up and the attack
+            alive = await self._alive_enemies(game, others)
+            enemy = self.rng.choice(alive) if alive else None
+            if self._action_reply(row, await self._attack(game, enemy)) != "ENEMY_DEAD":
+                return
+            others = [u for u in others if u != enemy]
 
 
 class V1Bot(Bot):
@@ -279,39 +395,43 @@ class V1Bot(Bot):
 
     async def _login(self) -> str:
         async with self._connect(P.LOGIN) as ws:
-            reply = await _request(ws, {"PAYLOAD": {"USER": self.name}})
+            reply = await self._request(ws, {"PAYLOAD": {"USER": self.name}})
             if reply.get("STATUS") == "USER CREATED":
-                reply = json.loads(await ws.recv())
+                reply = await self._recv(ws)
         return self._logged_in(reply)
 
     async def _find(self, n: int) -> dict:
         async with self._connect(P.FIND) as ws:
-            return await _request(ws, {"PAYLOAD": {"USER_TOKEN": self.token, "PARTICIPANTS": n}})
+            return await self._request(ws, {"PAYLOAD": {"USER_TOKEN": self.token, "PARTICIPANTS": n}})
 
     async def _heroes(self, game: str, users: list[str]) -> dict[str, dict]:
         heroes = {}
         async with self._connect(P.HERO) as ws:
             for u in users:
-                reply = await _request(ws, {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": u}})
+                reply = await self._request(ws, {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": u}})
                 heroes[u] = reply.get("PAYLOAD", {}).get("HERO", {})
         return heroes
 
     async def _attack(self, game: str, enemy: str | None) -> dict:
         async with self._connect(P.ACTION) as ws:
-            return await _request(ws, {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": self.token,
-                                                   "ENEMY_TOKEN": enemy, "ACTION": "ATTACK"}})
+            return await self._request(ws, {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": self.token,
+                                                        "ENEMY_TOKEN": enemy, "ACTION": "ATTACK"}})
 
 
 class FastBot(V1Bot):
-    """v1 frames over connections kept open for the bot's whole life."""
+    """v1 frames over connections kept open for the bot's whole life (each opened when
+    first needed, so none idles before its first request)."""
 
     style = "fast"
 
     async def _open(self) -> None:
-        await super()._open()
-        self._ws = {}
-        for route in (P.FIND, P.HERO, P.ACTION):
-            self._ws[route] = await self._stack.enter_async_context(self._connect(route))
+        self._ws: dict[str, ClientConnection] = {}
+
+    async def _route(self, route: str) -> ClientConnection:
+        ws = self._ws.get(route)
+        if ws is None:
+            ws = self._ws[route] = await self._stack.enter_async_context(self._connect(route))
+        return ws
 
     async def _login(self) -> str:
         return self.token or await super()._login()
@@ -324,19 +444,20 @@ class FastBot(V1Bot):
         return await super()._alive_enemies(game, others)
 
     async def _find(self, n: int) -> dict:
-        return await _request(self._ws[P.FIND], {"PAYLOAD": {"USER_TOKEN": self.token, "PARTICIPANTS": n}})
+        return await self._request(await self._route(P.FIND),
+                                   {"PAYLOAD": {"USER_TOKEN": self.token, "PARTICIPANTS": n}})
 
     async def _heroes(self, game: str, users: list[str]) -> dict[str, dict]:
-        ws = self._ws[P.HERO]
+        ws = await self._route(P.HERO)
         for u in users:  # pipelined: all requests, then all replies
             await ws.send(P.dumps({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": u}}))
         heroes = {}
         for u in users:
-            heroes[u] = json.loads(await ws.recv()).get("PAYLOAD", {}).get("HERO", {})
+            heroes[u] = (await self._recv(ws)).get("PAYLOAD", {}).get("HERO", {})
         return heroes
 
     async def _attack(self, game: str, enemy: str | None) -> dict:
-        return await _request(self._ws[P.ACTION], {"PAYLOAD": {
+        return await self._request(await self._route(P.ACTION), {"PAYLOAD": {
             "GAME_TOKEN": game, "USER_TOKEN": self.token, "ENEMY_TOKEN": enemy, "ACTION": "ATTACK"}})
 
 
@@ -348,27 +469,76 @@ class SessionBot(Bot):
     style = "v2"
 
     async def _open(self) -> None:
-        await super()._open()
-        self._ws = await self._stack.enter_async_context(self._connect(P.SESSION))
-        self._logged_in(await _request(self._ws, {"TYPE": P.LOGIN_V2, "PAYLOAD": {"USER": self.name}}))
+        self._ws = None  # opened (and logged in) when first needed
+
+    async def _session(self) -> ClientConnection:
+        if self._ws is None:
+            ws = await self._stack.enter_async_context(self._connect(P.SESSION))
+            for attempt in range(20):
+                reply = await self._request(ws, {"TYPE": P.LOGIN_V2, "PAYLOAD": {"USER": self.name}})
+                # this bot's own session of a moment ago may still hold the name (a drop)
+                if reply.get("ERROR", {}).get("CODE") != "USER_IN_USE" or attempt == 19:
+                    break
+                await asyncio.sleep(0.05 * (attempt + 1))
+            self._logged_in(reply)
+            self._ws = ws
+        return self._ws
 
     async def _one_game(self, n: int) -> None:
-        ws = self._ws
-        row = self._game_row(n, await _request(ws, {"TYPE": P.FIND_V2, "PAYLOAD": {"PARTICIPANTS": n}}))
+        ws = await self._session()
+        row = self._game_row(n, await self._request(ws, {"TYPE": P.FIND_V2, "PAYLOAD": {"PARTICIPANTS": n}}))
+        self._targets: list[str] = []
+        self._aimed: str | None = None
+        if self._drop_at == 0:
+            await self._walk_away()
+            return
 
         async def attack(notice: dict) -> None:  # the reply comes back among the pushed frames
-            alive = [u for u in notice["PAYLOAD"].get("ORDER", []) if u != self.token]
-            enemy = self.rng.choice(alive) if alive else None
-            await ws.send(P.dumps({"TYPE": P.ATTACK_V2, "PAYLOAD": {"ENEMY_TOKEN": enemy}}))
+            self._targets = [u for u in notice["PAYLOAD"].get("ORDER", []) if u != self.token]
+            await self._aim(ws)
 
         await self._follow(ws, row, attack)
-        if row["outcome"] is None:
-            raise BotError(f"{self.name}: the server closed the session mid-game")
-        row["ended_at"] = time.time()
-        self.recorder.game(row)
+        if row["outcome"] == "DROPPED":
+            await self._walk_away()
+        elif self._aimed is not None:  # the game ended (a forfeit) while an attack was on its way:
+            self._aimed = None          # its answer comes next, whatever it says
+            await self._recv(ws)
+
+    async def _aim(self, ws: ClientConnection) -> None:
+        self._aimed = self.rng.choice(self._targets) if self._targets else None
+        await ws.send(P.dumps({"TYPE": P.ATTACK_V2, "PAYLOAD": {"ENEMY_TOKEN": self._aimed}}))
+
+    async def _on_reply(self, row: dict, frame: dict) -> None:
+        self._aimed = None
+        self._action_reply(row, frame)
+
+    async def _on_other(self, row: dict, frame: dict) -> bool:
+        """A refusal of this bot's attack comes among the pushes too: an enemy that
+        forfeited meanwhile (ENEMY_DEAD) means aim again at one of the others."""
+        if self._aimed is None or not isinstance(frame.get("ERROR"), dict):
+            return False
+        if self._action_reply(row, frame) == "ENEMY_DEAD":
+            self._targets = [u for u in self._targets if u != self._aimed]
+            await self._aim(self._ws)
+        else:
+            self._aimed = None
+        return True
+
+    async def _walk_away(self) -> None:
+        """Close the session mid-game (the server forfeits it, or gives its seat back)."""
+        ws, self._ws = self._ws, None
+        with contextlib.suppress(Exception):
+            await ws.close()
+        self._finish("DROPPED")
 
 
 BOTS = {"v1": V1Bot, "fast": FastBot, "v2": SessionBot}
+
+
+def wait_for_settings(settings) -> float:
+    """The longest silence a bot accepts from its server mid-game, for servers with these
+    settings: longer than a lobby filling plus a few turns each left to its deadline."""
+    return 2 * (settings.lobby_timeout + 3 * (settings.server_sleep + settings.turn_timeout)) + 5
 
 
 def run_id() -> str:
@@ -377,21 +547,27 @@ def run_id() -> str:
 
 def make_bots(urls: list[str], players: int, games: int, *, style: str = "fast", seed: int | None = None,
               prefix: str | None = None, offset: int = 0, recorder: Recorder | None = None,
-              two_share: float = 0.6) -> list[Bot]:
+              two_share: float = 0.6, wait: float = 60.0, drop_rate: float = 0.0) -> list[Bot]:
     """Bots ``offset`` to ``offset + players - 1`` of a run. Bot i is named by i, seeded from
-    ``seed`` and i, and uses ``urls[i % len(urls)]``, so a run's bots are the same bots
-    whether one process plays them all or several play a share each."""
+    ``seed`` and i, and plays on ``urls[i % len(urls)]``, so a run's bots are the same bots
+    whether one process plays them all or several play a share each. Each bot knows every
+    URL, its own first, and moves to the next when its server is gone."""
     prefix = prefix or f"bot-{run_id()}-"
-    return [BOTS[style](urls[i % len(urls)], f"{prefix}{i:04d}", games, seed=seed, index=i, recorder=recorder,
-                        two_share=two_share) for i in range(offset, offset + players)]
+    return [BOTS[style](urls[i % len(urls):] + urls[:i % len(urls)], f"{prefix}{i:04d}", games, seed=seed,
+                        index=i, recorder=recorder, two_share=two_share, wait=wait, drop_rate=drop_rate)
+            for i in range(offset, offset + players)]
 
 
-async def play_all(bots: list[Bot], *, stop: asyncio.Event | None = None) -> list[BaseException]:
-    """Play every bot to the end in this event loop; return the failures (not raised)."""
+async def play_all(bots: list[Bot]) -> list[BaseException]:
+    """Play every bot to the end in this event loop; return the failures (not raised): the
+    bots that gave up. A bot stopped with a grace period and cancelled is no failure."""
     async def guarded(bot: Bot):
         try:
             await bot.play()
-        except (OSError, WebSocketException, ConnectionClosed, BotError, asyncio.TimeoutError) as exc:
+        except asyncio.CancelledError:
+            if not bot.stopping:
+                raise
+        except (*FAILURES, asyncio.TimeoutError) as exc:
             if bot.stopping:  # told to stop, and its server went away first: not a failure
                 return None
             bot.recorder.error(f"{bot.name}: {type(exc).__name__}: {exc}")
@@ -399,15 +575,5 @@ async def play_all(bots: list[Bot], *, stop: asyncio.Event | None = None) -> lis
         return None
 
     tasks = [asyncio.create_task(guarded(b), name=b.name) for b in bots]
-    if stop is not None:
-        async def watch():
-            await stop.wait()
-            for b in bots:
-                b.stop()
-        watcher = asyncio.create_task(watch())
-    try:
-        results = await asyncio.gather(*tasks)
-    finally:
-        if stop is not None:
-            watcher.cancel()
+    results = await asyncio.gather(*tasks)
     return [r for r in results if r is not None]

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from .config import Settings
 from .game import killed
-from .keys import Keyspace
+from .keys import GAME_CHANNEL, Keyspace
 from .launch import Handle, start_players, start_server, start_worker
-from .player import Recorder
+from .player import STOP_GRACE, Recorder
 from .roster import build_db, load_roster
 from .store import EmbeddedRedis, connect, ensure_redis
 
@@ -52,6 +52,9 @@ class RunResult:
     hero_names: dict[str, str]
     server_connections: list[int] = dataclasses.field(default_factory=list)
     interrupted: bool = False
+    #: FORFEIT records of the run's games, as published on lib.server.game
+    forfeits: list[dict] = dataclasses.field(default_factory=list)
+    drop_rate: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -65,7 +68,7 @@ class RunResult:
     def players_frame(self):
         from .explore import players_frame  # noqa: PLC0415
 
-        return players_frame(self.recorder.games, killed(self.recorder.attacks))
+        return players_frame(self.recorder.games, killed(self.recorder.attacks + self.forfeits))
 
     def games_frame(self, players=None, attacks=None):
         from .explore import games_frame  # noqa: PLC0415
@@ -77,11 +80,12 @@ class RunResult:
     def summary(self) -> dict:
         """The headline figures as plain data."""
         games: dict[str, dict] = {}
-        for row in self.recorder.games:
-            games.setdefault(row["game"], row)
+        for row in self.recorder.games:  # a game's outcome as its players saw it end
+            if row["game"] not in games or row["outcome"] in ("COMPLETE", "TIMED OUT"):
+                games[row["game"]] = row
         by_size = collections.Counter(g["participants"] for g in games.values())
         outcome = collections.Counter(g["outcome"] for g in games.values())
-        dead = killed(self.recorder.attacks)
+        dead = killed(self.recorder.attacks + self.forfeits)
         wins = collections.Counter(
             str(row["hero_id"]) for row in self.recorder.games
             if row["outcome"] == "COMPLETE" and (row["game"], row["user"]) not in dead)
@@ -96,6 +100,9 @@ class RunResult:
             "attacks": attacks,
             "attacks_per_s": round(attacks / self.seconds, 1) if self.seconds > 0 else 0.0,
             "errors": len(self.recorder.errors),
+            "forfeits": dict(sorted(collections.Counter(f["STATUS"]["DETAILS"]["REASON"] for f in self.forfeits).items())),
+            "dropped": sum(row["outcome"] == "DROPPED" for row in self.recorder.games),
+            "drop_rate": self.drop_rate,
             "top_heroes": [(self.hero_names.get(h, h), n) for h, n in wins.most_common(5)],
             "interrupted": self.interrupted,
         }
@@ -111,6 +118,9 @@ class RunResult:
             f"outcome   {s['completed']} completed, {s['timed_out']} timed out",
             f"attacks   {s['attacks']} ({s['attacks_per_s']:.1f} per second)",
         ]
+        if s["forfeits"] or s["dropped"]:
+            reasons = ", ".join(f"{n} {reason.lower()}" for reason, n in s["forfeits"].items()) or "none"
+            lines.append(f"forfeits  {sum(s['forfeits'].values())} ({reasons}); games walked away from: {s['dropped']}")
         if s["top_heroes"]:
             lines.append("top heroes by wins: " + ", ".join(f"{name} ({n})" for name, n in s["top_heroes"]))
         if s["errors"]:
@@ -135,14 +145,20 @@ class RunResult:
 def simulate(settings: Settings | None = None, *, players: int = 10, games: int | None = None, workers: int = 1,
              servers: int = 1, seed: int | None = None, style: str = "fast", progress: bool = True,
              server_mode: str = "process", stop: threading.Event | None = None,
-             two_share: float = 0.6, stdout_level: str | None = "WARNING", player_procs: int = 1) -> RunResult:
+             two_share: float = 0.6, stdout_level: str | None = "WARNING", player_procs: int = 1,
+             drop_rate: float = 0.0) -> RunResult:
     """Run a whole simulation and return its result (see module doc).
 
     ``games`` defaults to CLIENT_GAMES; -1 plays until ``stop`` is set (or Ctrl-C).
     ``player_procs`` > 1 spreads the bots over that many processes (more cores).
     Server ``i`` listens on WEBSOCKET_PORT + i when WEBSOCKET_PORT is set, else on a free port.
     ``stdout_level`` keeps server processes quiet on the terminal under the progress
-    bar; pub/sub still gets every record at LOG_LEVEL.
+    bar; pub/sub still gets every record at LOG_LEVEL. ``drop_rate``: each bot walks away
+    from a game mid-way with this probability (forfeits and abandoned lobbies).
+
+    A run always ends: bots give up after repeated failures, and once they are done the
+    run waits (bounded) for the deadlines of its last games, so every game it played is
+    Completed or Timed Out when it returns. Ctrl-C stops it within seconds.
     """
     settings = settings or Settings.from_env()
     games = settings.client_games if games is None else games
@@ -152,10 +168,13 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
         raise ValueError("games must be a positive number, or -1 for no limit")
     if not 1 <= player_procs <= players:
         raise ValueError("player_procs must be between 1 and players")
+    if not 0 <= drop_rate <= 1:
+        raise ValueError("drop_rate must be between 0 and 1")
     embedded: EmbeddedRedis | None = None
     handles: dict[str, list[Handle]] = {"players": [], "servers": [], "workers": []}
     recorder = Recorder()
     bar = None
+    tap = None
     interrupted = False
     settings, embedded = ensure_redis(settings)
     try:
@@ -163,6 +182,8 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
         with connect(settings) as client:
             ensure_roster(client, keys)
             hero_names = {h: json.loads(v).get("name", h) for h, v in client.hgetall(keys.superheros).items()}
+        if settings.logger_module == "redis":
+            tap = _ForfeitTap(settings)
 
         # workers first, so that no clean-up task is published before someone listens
         handles["workers"] = [start_worker(settings, name=f"worker-{i}", stdout_level=stdout_level)
@@ -170,7 +191,7 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
         base = settings.websocket_port or 0  # not configured: free ports, nothing to collide with
         handles["servers"] = [
             start_server(settings, port=base + i if base else 0, mode=server_mode, name=f"server-{i}",
-                         stdout_level=stdout_level)
+                         stdout_level=stdout_level, roster="default" if embedded is not None else None)
             for i in range(servers)]
         urls = [h.url for h in handles["servers"]]
 
@@ -187,36 +208,104 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
             recorder.on_game = tick
         started = time.time()
         bots = start_players(urls, players, games, seed=seed, style=style, recorder=recorder,
-                             two_share=two_share, procs=player_procs, settings=settings)
+                             two_share=two_share, procs=player_procs, settings=settings, drop_rate=drop_rate)
         handles["players"] = [bots]
         try:
             while not bots.join(0.5):  # bounded waits keep Ctrl-C responsive
                 if stop is not None and stop.is_set():
                     bots.stop()
+            _settle(settings, keys, {row["game"] for row in recorder.games})
         except KeyboardInterrupt:
             interrupted = True
             bots.stop()
-            bots.join(30)
+            bots.join(STOP_GRACE + 2)
         ended = time.time()
         if bots.error is not None:
             raise bots.error
         connections = [getattr(h.part, "connections", None) for h in handles["servers"]]
+        played = {row["game"] for row in recorder.games}
+        forfeits = [f for f in tap.stop()] if tap is not None else []
+        tap = None
         return RunResult(recorder, settings, players, games, servers, workers, seed, started, ended, hero_names,
-                         [c for c in connections if c is not None], interrupted)
+                         [c for c in connections if c is not None], interrupted,
+                         [f for f in forfeits if f["PAYLOAD"]["GAME_TOKEN"] in played], drop_rate)
     finally:
         if bar is not None:
             bar.close()
-        _stop_all(handles)
+        if tap is not None:
+            tap.stop()
+        _stop_all(handles, quick=interrupted)
         if embedded is not None:
             embedded.stop()
 
 
-def _stop_all(handles: dict[str, list[Handle]]) -> None:
+def _settle(settings: Settings, keys: Keyspace, games: set[str]) -> None:
+    """Wait until none of ``games`` has a deadline left (a lobby a bot walked away from,
+    a turn nobody will take): each is applied at its deadline by a server or a worker.
+    Bounded by the longest wait the rules allow; sleeps until the next such deadline."""
+    if not games:
+        return
+    limit = time.monotonic() + 2 * max(settings.lobby_timeout, settings.server_sleep + settings.turn_timeout) + 2
+    wake = threading.Event()
+    with connect(settings) as client:
+        ordered = sorted(games)
+        while time.monotonic() < limit:
+            scores = [s for s in client.zmscore(keys.deadlines, ordered) if s is not None]
+            if not scores:
+                return
+            seconds, micros = client.time()
+            wait = (min(scores) - (seconds * 1000 + micros / 1000)) / 1000 + 0.05
+            wake.wait(min(max(wait, 0.05), max(limit - time.monotonic(), 0)))
+
+
+class _ForfeitTap:
+    """Collects the FORFEIT records published on lib.server.game while a run plays."""
+
+    def __init__(self, settings: Settings):
+        import redis  # noqa: PLC0415
+
+        self._client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(GAME_CHANNEL)
+        self.records: list[dict] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="forfeit-tap", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                message = self._pubsub.get_message(timeout=0.5)
+            except Exception:  # Redis away: forfeits of that time are not counted here
+                if self._stopping.wait(0.5):
+                    return
+                continue
+            if message and '"FORFEIT"' in message["data"]:
+                try:
+                    record = json.loads(message["data"]).get("task")
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("STATUS", {}).get("ACTION") == "FORFEIT":
+                    self.records.append(record)
+
+    def stop(self) -> list[dict]:
+        if not self._stopping.is_set():
+            self._stopping.set()
+            self._thread.join(2)
+            with contextlib.suppress(Exception):
+                self._pubsub.close()
+                self._client.close()
+        return self.records
+
+
+def _stop_all(handles: dict[str, list[Handle]], quick: bool = False) -> None:
     """Bots, then servers (which flush their last clean-up tasks), then workers, which
-    drain every task published before their stop."""
+    drain every task published before their stop. Each waits a bounded time (short after
+    Ctrl-C); a process that does not end in it is killed."""
     for group in ("players", "servers", "workers"):
         for h in handles[group]:
             with contextlib.suppress(Exception):
                 h.stop()
         for h in handles[group]:
-            h.join(30)
+            if not h.join(2 if quick else 30) and getattr(h, "kill", None) is not None:
+                h.kill()

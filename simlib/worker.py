@@ -10,10 +10,15 @@ Tasks arrive through a :class:`MessageSource`. :class:`PubSubSource` is Redis pu
 which drops what is published while no worker listens: a fact the tutorial measures.
 The interface leaves room for a Redis Streams source (each task to one worker, kept
 until acknowledged) to pass the same tests.
+
+A worker also watches the games' deadlines (:mod:`simlib.deadlines`), in a thread of
+its own: so lobbies time out and idle players forfeit even when every game server is
+gone. When Redis goes away, the worker waits for it and listens again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -22,6 +27,7 @@ from typing import Protocol
 
 import redis
 
+from . import aio
 from .config import Settings
 from .keys import WORKER_LOGGER, Keyspace
 from .store import connect
@@ -93,21 +99,35 @@ class Worker:
         self.ready = threading.Event()
         self.handled = 0  # clean-up tasks applied
         self.received = 0  # messages read from the source (drain markers not counted)
+        self.deadlines: dict[str, int] = {}  # deadlines this worker applied, by kind (once stopped)
         self._source = source
         self._stopping = threading.Event()
         self._drain_token: str | None = None
         self._client: redis.Redis | None = None
 
-    def run(self, burst: bool = False, idle: float = 1.0) -> int:
+    def run(self, burst: bool = False, idle: float = 1.0, deadlines: bool = True) -> int:
         """Handle tasks until stopped (or, with ``burst``, until ``idle`` quiet seconds).
-        Returns the number of clean-up tasks handled."""
+        Returns the number of clean-up tasks handled. ``deadlines``: also apply the
+        games' deadlines while running."""
         self._client = connect(self.settings)
         source = self._source or PubSubSource(self.settings.redis_url, self.settings.worker_channel)
+        watcher = _DeadlineThread(self.settings) if deadlines else None
         log.info("Worker %s listening on %s", self.name, self.settings.worker_channel)
         self.ready.set()
+        retry = 0.1
         try:
             while not self._stopping.is_set():
-                message = source.receive(timeout=idle if burst else 0.5)
+                try:
+                    message = source.receive(timeout=idle if burst else 0.5)
+                    retry = 0.1
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    # Redis is away (it restarts, say): wait for it, then listen again. What
+                    # is published meanwhile is lost to pub/sub, as to any subscriber.
+                    log.warning("Worker %s lost Redis (%s); listening again in %.1f s", self.name, exc, retry)
+                    if self._stopping.wait(retry):
+                        break
+                    retry = min(retry * 2, 2.0)
+                    continue
                 if message is None:
                     if burst:
                         break
@@ -118,8 +138,13 @@ class Worker:
                     continue
                 self.received += 1
                 if message.get("log_message") == CLEAN_MESSAGE and isinstance(message.get("task"), dict):
-                    self.clean(message["task"])
+                    try:
+                        self.clean(message["task"])
+                    except (redis.ConnectionError, redis.TimeoutError) as exc:
+                        log.warning("Worker %s could not clean %s: %s", self.name, message["task"], exc)
         finally:
+            if watcher is not None:
+                self.deadlines = watcher.stop()
             source.close()
             self._client.close()
             self.ready.clear()
@@ -163,3 +188,42 @@ class Worker:
         pipe.execute()
         self.handled += 1
         log.debug("Cleaned %s for %s%s", game, user, " (host)" if host == user else "")
+
+
+class _DeadlineThread:
+    """A :class:`~simlib.deadlines.DeadlineWatcher` on an event loop of its own thread."""
+
+    def __init__(self, settings: Settings):
+        from .deadlines import DeadlineWatcher  # noqa: PLC0415
+        from .gamedb import open_gamedb  # noqa: PLC0415
+
+        self._make = lambda: DeadlineWatcher(open_gamedb(settings))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self.applied: dict[str, int] = {}
+        self._thread = threading.Thread(target=lambda: aio.run(self._main()), name="deadlines", daemon=True)
+        self._thread.start()
+        self._started.wait(10)
+
+    async def _main(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        watcher = self._make()
+        self.applied = watcher.applied
+        task = asyncio.create_task(watcher.run())
+        self._started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            task.cancel()
+            await watcher.db.aclose()
+
+    def stop(self) -> dict[str, int]:
+        """Stop the watcher (bounded); returns what it applied."""
+        if self._loop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop already ended
+                pass
+        self._thread.join(5)
+        return dict(self.applied)

@@ -140,7 +140,9 @@ def snapshot(client: redis.Redis) -> dict:
     """Every key with its type, value and TTL: equal snapshots mean nothing changed.
 
     Values are compared by content, not by DUMP bytes: a read may advance the
-    incremental rehash of a large hash, which reorders its DUMP but changes nothing."""
+    incremental rehash of a large hash, which reorders its DUMP but changes nothing.
+    A game server's lease key (``{users}:server:<id>``) is left out: the server renews
+    it on a timer, whatever the requests do."""
     kw = client.connection_pool.connection_kwargs
     raw = redis.Redis(host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), db=kw.get("db", 0))
     read = {b"string": raw.get, b"hash": raw.hgetall, b"list": lambda k: raw.lrange(k, 0, -1),
@@ -148,6 +150,8 @@ def snapshot(client: redis.Redis) -> dict:
     try:
         out = {}
         for k in raw.scan_iter(count=1000):
+            if k.startswith(Keyspace().server_lease("").encode()):
+                continue
             kind = raw.type(k)
             out[k] = (kind, read[kind](k) if kind in read else raw.dump(k), raw.ttl(k))
         return out
