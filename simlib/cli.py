@@ -249,7 +249,8 @@ def _run(settings, args) -> int:
     try:
         from .logs import setup_logging  # noqa: PLC0415
 
-        setup_logging(settings, stdout_level="WARNING")  # pub/sub gets everything; the terminal stays readable
+        # pub/sub gets everything; the terminal stays readable, and stdout is the summary's
+        setup_logging(settings, stdout_level="WARNING", stream=sys.stderr)
         result = simulate(settings, players=args.players, games=args.games, workers=args.workers,
                           servers=args.servers, seed=args.seed, style=args.bot, progress=not args.no_progress,
                           server_mode=args.server_mode, two_share=args.two_share, player_procs=args.player_procs,

@@ -166,10 +166,14 @@ class Hub:
         self._delivered.clear()  # copies lost in the gap will not come to be dropped
         self._starts.clear()  # built from a Redis that may be gone
         if self.on_resync is not None:
-            with contextlib.suppress(redis.RedisError):
-                done = self.on_resync()
-                if asyncio.iscoroutine(done):
-                    await done
+            for attempt in range(3):  # a pooled connection may still be the dead one
+                try:
+                    done = self.on_resync()
+                    if asyncio.iscoroutine(done):
+                        await done
+                    break
+                except redis.RedisError as exc:
+                    log.warning("After the subscription came back: %s (attempt %d)", exc, attempt + 1)
         self.resync()
 
     def resync(self) -> None:

@@ -149,7 +149,7 @@ def start_worker(settings: Settings, *, mode: str = "thread", name: str | None =
 class _Child:
     """``simlib <args> --announce`` as a child process; a thread reads its stdout, keeps
     the ready line and passes every other line to ``on_line`` (default: this process's
-    stdout)."""
+    stderr: a part's log lines are diagnostics, and this process's stdout is its own)."""
 
     def __init__(self, name: str, args: list[str], settings: Settings, stdout_level: str | None = None,
                  on_line: Callable[[str], Any] | None = None):
@@ -174,7 +174,7 @@ class _Child:
                 self._announced.append(line.split()[1] if len(line.split()) > 1 else "")
                 self._ready.set()
                 continue
-            (on_line or sys.stdout.write)(line)
+            (on_line or sys.stderr.write)(line)
         self._ended_early = not self._ready.is_set()
         self._ready.set()  # the child ended before it was ready: wake the waiter
 
@@ -199,7 +199,7 @@ def _process_handle(name: str, args: list[str], settings: Settings, stdout_level
                     **info) -> Handle:
     """Run ``simlib <args> --announce`` and wait (bounded) for its ready line.
 
-    The child's other output is passed through to this process's stdout."""
+    The child's other output is passed through to this process's stderr."""
     if not settings.redis_url:
         raise RuntimeError("a part started as a process needs settings with a redis_url")
     child = _Child(name, args, settings, stdout_level)
@@ -267,7 +267,7 @@ def _player_processes(urls: list[str], players: int, games: int, procs: int, rec
 
     def on_line(line: str) -> None:
         if not line.startswith(GAME):
-            sys.stdout.write(line)
+            sys.stderr.write(line)
         elif recorder.on_game is not None:
             recorder.on_game(json.loads(line[len(GAME):]))
 

@@ -120,25 +120,29 @@ class RedisPubSubHandler(logging.Handler):
 _lock = threading.Lock()
 
 
-def setup_logging(settings: Settings, *, stdout_level: str | None = None) -> logging.Logger:
+def setup_logging(settings: Settings, *, stdout_level: str | None = None, stream=None) -> logging.Logger:
     """Attach the transports chosen by LOGGER_MODULE to the ``lib`` logger (idempotent).
 
     ``stdout_level`` lets the runner keep the terminal quiet under a progress bar while
-    pub/sub still receives every record at LOG_LEVEL.
+    pub/sub still receives every record at LOG_LEVEL. ``stream``: where the terminal
+    transport writes (stdout; ``simlib run`` keeps stdout for its summary and uses stderr).
     """
     root = logging.getLogger(ROOT)
     with _lock:
         root.setLevel(settings.log_level)
         root.propagate = False
-        stream = next((h for h in root.handlers if getattr(h, "_simlib_stdout", False)), None)
-        if stream is None:
-            stream = logging.StreamHandler(sys.stdout)
-            stream.setFormatter(logging.Formatter(_FORMAT))
-            stream._simlib_stdout = True  # type: ignore[attr-defined]
-            stream.setLevel(stdout_level or settings.log_level)
-            root.addHandler(stream)
-        elif stdout_level is not None:  # a later call without it keeps the chosen level
-            stream.setLevel(stdout_level)
+        terminal = next((h for h in root.handlers if getattr(h, "_simlib_stdout", False)), None)
+        if terminal is None:
+            terminal = logging.StreamHandler(stream or sys.stdout)
+            terminal.setFormatter(logging.Formatter(_FORMAT))
+            terminal._simlib_stdout = True  # type: ignore[attr-defined]
+            terminal.setLevel(stdout_level or settings.log_level)
+            root.addHandler(terminal)
+        else:
+            if stdout_level is not None:  # a later call without it keeps the chosen level
+                terminal.setLevel(stdout_level)
+            if stream is not None:
+                terminal.setStream(stream)
         have = [h for h in root.handlers if isinstance(h, RedisPubSubHandler)]
         if settings.logger_module == "redis" and settings.redis_url:
             if not any(h.url == settings.redis_url for h in have):

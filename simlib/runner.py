@@ -180,6 +180,9 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
     try:
         keys = Keyspace(cluster=settings.redis_cluster)
         with connect(settings) as client:
+            # a run that loads the roster owns it: its servers load it again if Redis
+            # comes back without it (a restart of a Redis that keeps nothing)
+            owns_roster = embedded is not None or client.hlen(keys.superheros) == 0
             ensure_roster(client, keys)
             hero_names = {h: json.loads(v).get("name", h) for h, v in client.hgetall(keys.superheros).items()}
         if settings.logger_module == "redis":
@@ -191,7 +194,7 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
         base = settings.websocket_port or 0  # not configured: free ports, nothing to collide with
         handles["servers"] = [
             start_server(settings, port=base + i if base else 0, mode=server_mode, name=f"server-{i}",
-                         stdout_level=stdout_level, roster="default" if embedded is not None else None)
+                         stdout_level=stdout_level, roster="default" if owns_roster else None)
             for i in range(servers)]
         urls = [h.url for h in handles["servers"]]
 

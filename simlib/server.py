@@ -150,6 +150,7 @@ class GameServer:
                 lobby_log.info("Server %s stopping", self.name, task={
                     "server": self.name, "port": self.port, "connections": self.connections,
                     "refused": self.refused, "closed_slow": self.send.closed_slow, **self.stats,
+                    "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                     **{f"deadlines_{k.lower()}": v for k, v in self.watcher.applied.items()}})
         finally:
             for task in tasks:

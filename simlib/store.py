@@ -284,14 +284,21 @@ def connect_async(settings: Settings, pool_size: int = 64, wait: float = 30.0,
 
     Its pool holds at most ``pool_size`` connections; a request that finds them all
     busy waits up to ``wait`` seconds for one instead of failing at once. With
-    ``stats``, commands and round trips are counted into it.
+    ``stats``, commands and round trips are counted into it. A command that meets a
+    dropped connection (Redis restarted: the pooled connections are dead) is sent once
+    more on a new one; this client carries reads and idempotent writes only (the game's
+    changes are scripts, sent over :mod:`simlib.mux`, never twice).
     """
+    from redis.asyncio.retry import Retry  # noqa: PLC0415
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+
+    retry = {"retry": Retry(NoBackoff(), 1), "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
     if settings.redis_cluster:  # a pool per node, managed by the cluster client
         return redis.asyncio.cluster.RedisCluster.from_url(_require_url(settings), decode_responses=True,
-                                                           max_connections=pool_size)
+                                                           max_connections=pool_size, **retry)
     extra = {"connection_class": counting_connection(stats)} if stats is not None else {}
     pool = redis.asyncio.BlockingConnectionPool.from_url(
-        _require_url(settings), decode_responses=True, max_connections=pool_size, timeout=wait, **extra)
+        _require_url(settings), decode_responses=True, max_connections=pool_size, timeout=wait, **retry, **extra)
     return redis.asyncio.Redis(connection_pool=pool)
 
 

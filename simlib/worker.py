@@ -31,6 +31,7 @@ from . import aio
 from .config import Settings
 from .keys import WORKER_LOGGER, Keyspace
 from .store import connect
+from .sweep import clean, sweep
 
 __all__ = ["Worker", "MessageSource", "PubSubSource", "CLEAN_MESSAGE"]
 
@@ -99,6 +100,7 @@ class Worker:
         self.ready = threading.Event()
         self.handled = 0  # clean-up tasks applied
         self.received = 0  # messages read from the source (drain markers not counted)
+        self.swept = 0  # finished games cleaned by a sweep (tasks missed while Redis was away)
         self.deadlines: dict[str, int] = {}  # deadlines this worker applied, by kind (once stopped)
         self._source = source
         self._stopping = threading.Event()
@@ -114,7 +116,7 @@ class Worker:
         watcher = _DeadlineThread(self.settings) if deadlines else None
         log.info("Worker %s listening on %s", self.name, self.settings.worker_channel)
         self.ready.set()
-        retry = 0.1
+        retry, missed = 0.1, False
         try:
             while not self._stopping.is_set():
                 try:
@@ -122,12 +124,16 @@ class Worker:
                     retry = 0.1
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     # Redis is away (it restarts, say): wait for it, then listen again. What
-                    # is published meanwhile is lost to pub/sub, as to any subscriber.
+                    # is published meanwhile is lost to pub/sub, as to any subscriber: so
+                    # once it listens again, the worker sweeps for games whose task it missed.
                     log.warning("Worker %s lost Redis (%s); listening again in %.1f s", self.name, exc, retry)
                     if self._stopping.wait(retry):
                         break
                     retry = min(retry * 2, 2.0)
+                    missed = True
                     continue
+                if missed and self._sweep_after_gap():
+                    missed = False
                 if message is None:
                     if burst:
                         break
@@ -149,6 +155,16 @@ class Worker:
             self._client.close()
             self.ready.clear()
         return self.handled
+
+    def _sweep_after_gap(self) -> bool:
+        """After listening again: clean the finished games whose tasks went by meanwhile."""
+        try:
+            swept = sweep(self._client, self.keys, self.settings.redis_expiry)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+        self.swept += swept
+        log.info("Worker %s listens again; swept %d finished game(s) whose tasks it missed", self.name, swept)
+        return True
 
     async def run_async(self, burst: bool = False, idle: float = 1.0) -> int:
         import asyncio  # noqa: PLC0415
@@ -175,19 +191,9 @@ class Worker:
         if not isinstance(game, str) or not isinstance(user, str):
             log.warning("Ignoring malformed task %r", task)
             return
-        k, ttl = self.keys, self.settings.redis_expiry
-        host, n = self._client.mget(k.host(game), k.game_participants(game))
-        pipe = self._client.pipeline(transaction=False)
-        pipe.expire(k.hero(game, user), ttl)
-        if host == user:
-            for key in k.game_keys(game):
-                pipe.expire(key, ttl)
-            pipe.zrem(k.participants, game)
-            if n is not None:
-                pipe.lrem(k.players(n), 1, game)
-        pipe.execute()
+        host = clean(self._client, self.keys, self.settings.redis_expiry, game, user)
         self.handled += 1
-        log.debug("Cleaned %s for %s%s", game, user, " (host)" if host == user else "")
+        log.debug("Cleaned %s for %s%s", game, user, " (host)" if host else "")
 
 
 class _DeadlineThread:
