@@ -26,7 +26,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-__all__ = ["Settings", "SettingsError", "Variable", "variables"]
+__all__ = ["Settings", "SettingsError", "Variable", "variables", "variables_markdown"]
 
 
 class SettingsError(ValueError):
@@ -233,3 +233,10 @@ def variables() -> list[Variable]:
         if f.name == "redis_url":
             out.extend(_URL_PARTS)
     return out
+
+
+def variables_markdown() -> str:
+    """The README's configuration table (a test keeps the README equal to it)."""
+    rows = ["| variable | default | what it does |", "|---|---|---|"]
+    rows += [f"| `{v.name}` | {v.default} | {v.help} |" for v in variables()]
+    return "\n".join(rows) + "\n"

@@ -226,3 +226,20 @@ def test_no_enemy_record_bytes_equal_the_lua_reply(r, keys, client):
     # and the server's reply to the same request has that shape
     reply = client(P.ACTION).ask(action_frame(g.token, winner, None))
     assert reply == {**P.no_enemy_left(reply["TIMESTAMP"], g.token, winner)}
+
+
+def test_every_error_code_the_server_can_send_is_documented():
+    """Each error CODE in the server's code and scripts (ProtocolError, error_frame, a script's ERR reply) has a row in docs/protocol.md's tables."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = "\n".join(p.read_text() for p in (root / "simlib").glob("*.py"))
+    lua = "\n".join(p.read_text() for p in (root / "simlib" / "lua").glob("*.lua"))
+    codes = set(re.findall(r"(?:ProtocolError|error_frame)\(\s*(?:f?\"[^\"]*\"|[a-z_]+),\s*(?:f?\")([A-Z_]+)\"", code))
+    codes |= set(re.findall(r"\{'ERR', '[^']+', '([A-Z_]+)'\}", lua))
+    codes |= set(re.findall(r'"CODE": "([A-Z_]+)"', code))
+    assert {"NOT_YOUR_TURN", "UNKNOWN_USER_TOKEN", "REDIS_UNAVAILABLE", "USER_IN_USE", "GAME_LOST"} <= codes
+    doc = (root / "docs" / "protocol.md").read_text()
+    documented = set(re.findall(r"\| `([A-Z_]+)` \|", doc)) | set(re.findall(r'"CODE": "([A-Z_]+)"', doc))
+    assert sorted(codes - documented) == []

@@ -185,3 +185,15 @@ def test_killed_names_exactly_the_heroes_brought_to_zero():
         return {"PAYLOAD": {"GAME_TOKEN": g}, "STATUS": {"DETAILS": {"ENEMY_TOKEN": enemy, "ENEMY_HEALTH_POST": post}}}
     assert game.killed([rec("g1", "b", 5), rec("g1", "b", 0), rec("g2", "a", 0), rec("g2", "c", 1)]) == {
         ("g1", "b"), ("g2", "a")}
+
+
+def test_readme_configuration_table_lists_every_variable_as_declared():
+    """The README's configuration table is exactly the one made from Settings' declarations: every variable from_env reads, with its default."""
+    from pathlib import Path
+
+    from simlib.config import variables, variables_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert variables_markdown() in readme
+    names = {v.name for v in variables()}
+    assert {"TURN_TIMEOUT", "MAX_CONNECTIONS", "REDIS_HOST", "LOBBY_TIMEOUT", "SUPERHERO_API_URL"} <= names
