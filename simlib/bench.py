@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 
+import redis
+
 from . import aio
 from .config import Settings
 from .keys import LOBBY_CHANNEL, Keyspace
@@ -137,7 +139,10 @@ def _server_reports(pubsub, servers: int, timeout: float = 10.0) -> dict:
     seen = 0
     deadline = time.monotonic() + timeout
     while seen < servers and time.monotonic() < deadline:
-        message = pubsub.get_message(timeout=max(deadline - time.monotonic(), 0.01))
+        try:
+            message = pubsub.get_message(timeout=max(deadline - time.monotonic(), 0.01))
+        except redis.TimeoutError:  # a message only partly arrived: the next read completes it
+            continue
         if not message or message["type"] != "message":
             continue
         record = json.loads(message["data"])

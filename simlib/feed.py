@@ -19,35 +19,43 @@ from .game import STATUS
 from .gamedb import GameDB
 from .hub import Follower, Hub
 
-__all__ = ["Feed", "Sender", "ClientTooSlow", "idle_limit"]
+__all__ = ["Feed", "Sender", "idle_limit"]
 
 log = logging.getLogger("lib.server.lobby")
 
 
-class ClientTooSlow(Exception):
-    """A frame waited longer than SEND_TIMEOUT to be written: the connection was closed."""
-
-
 class Sender:
-    """``await send(ws, text)``: write a frame, waiting at most ``timeout`` seconds while the
-    client reads too slowly (websockets holds at most its write limit, 32 KiB, before
-    ``send`` waits). A client that does not read in that time is disconnected, so what
-    waits for it stays bounded."""
+    """``await send(ws, text)``: write a frame. websockets holds at most its write limit
+    (32 KiB) for a client before ``send`` waits for it to read; a send that waits longer
+    than ``timeout`` seconds closes the connection, so what waits for a client that does
+    not read stays bounded. One watchdog (:meth:`watch`, a task per server) looks at the
+    sends under way once a second, so the usual send costs no timer of its own."""
 
     def __init__(self, timeout: float):
         self.timeout = timeout
         self.closed_slow = 0  # connections closed for not reading
+        self._sending: dict = {}  # connection -> loop time its current send began
 
     async def __call__(self, ws, text: str) -> None:
+        self._sending[ws] = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(self.timeout):
-                await ws.send(text)
-        except TimeoutError:
-            self.closed_slow += 1
-            log.warning("Closing a connection from %s that does not read (a frame waited %g s)",
-                        getattr(ws, "remote_address", "?"), self.timeout)
-            ws.transport.abort()
-            raise ClientTooSlow("the client does not read") from None
+            await ws.send(text)
+        finally:
+            self._sending.pop(ws, None)
+
+    async def watch(self) -> None:
+        """Close the connections whose send has waited too long (until cancelled)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self.timeout / 2))
+            now = loop.time()
+            for ws, since in list(self._sending.items()):
+                if now - since > self.timeout:
+                    del self._sending[ws]
+                    self.closed_slow += 1
+                    log.warning("Closing a connection from %s that does not read (a frame waited %.0f s)",
+                                getattr(ws, "remote_address", "?"), now - since)
+                    ws.transport.abort()  # its pending send ends with ConnectionClosed
 
 
 def idle_limit(settings: Settings) -> float:
@@ -67,13 +75,11 @@ class Feed:
         self.send = send
         self.idle = idle_limit(settings)
 
-    async def next_event(self, follower: Follower) -> dict:
-        """The next item on the follower's queue; a resync when nothing came for too long."""
-        try:
-            async with asyncio.timeout(self.idle):
-                return await follower.queue.get()
-        except TimeoutError:
-            return {"t": "resync", "g": follower.game}
+    @staticmethod
+    async def next_event(follower: Follower) -> dict:
+        """The next item on the follower's queue (the hub puts a resync there when nothing
+        came for too long, see :meth:`Hub.watch`)."""
+        return await follower.queue.get()
 
     async def catch_up(self, f: Follower, state: dict) -> bool:
         """Bring a player up to date with its game as read from Redis; True once it is

@@ -51,6 +51,7 @@ class Follower:
     started: bool = False  # START sent
     notified: int = -1  # log length at the last turn notice sent
     ended: str | None = None  # how the game ended for this player (COMPLETE, TIMED OUT, GAME LOST)
+    heard: float = 0.0  # loop time of the last event handed to it (or when it began following)
 
 
 class Hub:
@@ -80,6 +81,7 @@ class Hub:
 
     # -- followers -----------------------------------------------------------------------
     def follow(self, follower: Follower) -> None:
+        follower.heard = asyncio.get_running_loop().time()
         self._followers.setdefault(follower.game, set()).add(follower)
 
     def unfollow(self, follower: Follower) -> None:
@@ -124,7 +126,9 @@ class Hub:
     def _deliver(self, event: dict) -> None:
         group = self._followers.get(event.get("g"))
         if group:
+            now = asyncio.get_running_loop().time()
             for follower in group:
+                follower.heard = now
                 follower.queue.put_nowait(event)
         # a session whose join is in flight may belong to this game too (even when other
         # members follow it here already): keep the start for it to claim
@@ -175,6 +179,19 @@ class Hub:
                 except redis.RedisError as exc:
                     log.warning("After the subscription came back: %s (attempt %d)", exc, attempt + 1)
         self.resync()
+
+    async def watch(self, idle: float) -> None:
+        """Until cancelled: a follower that heard nothing for ``idle`` seconds re-reads its
+        game. Longer than any wait the rules allow, so it only acts when events were lost
+        (pub/sub drops what a slow subscriber cannot take, say)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(idle / 2)
+            now = loop.time()
+            for follower in list(self.followers()):
+                if now - follower.heard > idle:
+                    follower.heard = now
+                    follower.queue.put_nowait({"t": "resync", "g": follower.game})
 
     def resync(self) -> None:
         """Have every follower re-read its game from Redis."""

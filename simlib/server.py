@@ -38,7 +38,7 @@ from . import aio
 from . import protocol as P
 from .config import Settings
 from .deadlines import DeadlineWatcher
-from .feed import ClientTooSlow, Feed, Sender
+from .feed import Feed, Sender
 from .gamedb import GameDB, open_gamedb
 from .hub import Follower, Hub
 from .logs import flush_logs, setup_logging
@@ -140,7 +140,9 @@ class GameServer:
             await self.hub.start()
             await self.db.heartbeat(LEASE)
             tasks = [asyncio.create_task(self.watcher.run(), name="deadlines"),
-                     asyncio.create_task(self._heartbeat(), name="lease")]
+                     asyncio.create_task(self._heartbeat(), name="lease"),
+                     asyncio.create_task(self.send.watch(), name="slow clients"),
+                     asyncio.create_task(self.hub.watch(self.feed.idle), name="quiet followers")]
             async with serve(self._handle, self.host, self.port, process_request=self._gate, max_size=P.MAX_FRAME,
                              compression=None, ping_interval=20, ping_timeout=60) as ws_server:
                 self.port = ws_server.sockets[0].getsockname()[1]
@@ -198,11 +200,11 @@ class GameServer:
                 await ws.close(1008, "unknown route")
                 return
             await handler(conn, route)
-        except (ConnectionClosed, ClientTooSlow):
+        except ConnectionClosed:
             pass
         except redis.RedisError as exc:  # a failure outside any request's reply path
             lobby_log.error("Redis error on %s: %s", route, exc)
-            with contextlib.suppress(ConnectionClosed, ClientTooSlow):
+            with contextlib.suppress(ConnectionClosed):
                 await self.send(ws, P.dumps(P.redis_unavailable()))
                 await ws.close(1011, "store unavailable")
         finally:
