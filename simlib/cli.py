@@ -106,9 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
                              "heroes, e.g. after it restarted empty (default: only at start, with an embedded Redis)")
     _launcher_options(server)
 
-    worker = sub.add_parser("worker", help="run the clean-up worker in the foreground")
+    worker = sub.add_parser("worker", help="run the clean-up worker in the foreground",
+                            description="Handles clean-up tasks (TASK_TRANSPORT: pubsub or streams), archives each "
+                                        "finished game, and applies the games' deadlines.")
     worker.add_argument("--burst", action="store_true", help="exit after a quiet second instead of waiting")
+    worker.add_argument("--claim-idle", type=float, default=30.0, metavar="SECONDS",
+                        help="streams: take over the tasks another worker left pending this long (default 30)")
+    worker.add_argument("--sweep-every", type=float, default=0.0, metavar="SECONDS",
+                        help="also sweep for finished games left without expiry every SECONDS (default 0: only "
+                             "after losing Redis)")
     _launcher_options(worker)
+
+    sweep = sub.add_parser("sweep", help="clean finished games whose clean-up task was lost (one pass)",
+                           description="One pass over the oldest games of each games:players:<n>: every finished "
+                                       "game (Completed or Timed Out) whose keys have no expiry is cleaned as the "
+                                       "worker would (archived, then expired). Prints how many; safe to repeat.")
+    sweep.add_argument("--limit", type=_positive, default=1000, metavar="N",
+                       help="look at most at the N oldest games of each list (default 1000)")
 
     player = sub.add_parser("player", help="run bot players against WEBSOCKET_HOST:WEBSOCKET_PORT")
     player.add_argument("--players", type=_positive, default=1, help="bots in this process (default 1)")
@@ -234,7 +248,8 @@ def _dispatch(args) -> int:
 
     settings = Settings.from_env()
     return {"run": _run, "server": _server, "worker": _worker, "player": _player,
-            "build-db": _build_db, "redis": _redis, "cli": _cli, "bench": _bench}[args.command](settings, args)
+            "build-db": _build_db, "redis": _redis, "cli": _cli, "bench": _bench,
+            "sweep": _sweep}[args.command](settings, args)
 
 
 def _run(settings, args) -> int:
@@ -319,7 +334,7 @@ def _worker(settings, args) -> int:
 
     _need_redis(settings, "the worker")
     setup_logging(settings, stdout_level=args.stdout_level)
-    worker = Worker(settings)
+    worker = Worker(settings, claim_idle=args.claim_idle, sweep_every=args.sweep_every)
 
     # SIGTERM (docker stop, a launcher): finish the tasks already published; Ctrl-C: now
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=worker.stop, daemon=True).start())
@@ -332,7 +347,19 @@ def _worker(settings, args) -> int:
     except KeyboardInterrupt:
         worker.stop(drain=False)
         handled = worker.handled
-    print(f"worker handled {handled} clean-up tasks", file=sys.stderr)
+    print(f"worker handled {handled} clean-up tasks, archived {worker.archived} games, swept {worker.swept}",
+          file=sys.stderr)
+    return 0
+
+
+def _sweep(settings, args) -> int:
+    from .store import connect  # noqa: PLC0415
+    from .sweep import Cleaner, sweep  # noqa: PLC0415
+
+    _need_redis(settings, "simlib sweep")
+    with connect(settings) as client:
+        swept = sweep(Cleaner(client, settings), limit=args.limit)
+    print(f"swept {swept} finished game(s) that had no expiry")
     return 0
 
 

@@ -124,7 +124,13 @@ class Settings:
     redis_cluster: bool = _var("REDIS_CLUSTER", False, "1: hash-tagged keys for a Redis Cluster "
                                "(REDIS_URL names any node)", _flag, shown="0")
     redis_expiry: int = _var("REDIS_EXPIRY", 30, "seconds the worker leaves a finished game's keys", _int(1))
-    worker_channel: str = _var("WORKER_CHANNEL", "lib.server.lobby", "pub/sub channel of clean-up tasks")
+    worker_channel: str = _var("WORKER_CHANNEL", "lib.server.lobby", "pub/sub channel of clean-up tasks "
+                               "(servers publish them there; the pub/sub worker listens there)")
+    task_transport: str = _var("TASK_TRANSPORT", "pubsub", "how clean-up tasks reach workers: pubsub (the article's; "
+                               "lost while no worker listens) or streams (a Redis stream and a consumer group: each "
+                               "task to one worker, kept until acknowledged)", _choice("pubsub", "streams"))
+    archive_maxlen: int = _var("ARCHIVE_MAXLEN", 100_000, "games kept in the archive stream archive:games (the "
+                               "oldest go first)", _int(1))
     websocket_host: str = _var("WEBSOCKET_HOST", "localhost", "where the game server listens and bots connect")
     websocket_port: int | None = _var(
         "WEBSOCKET_PORT", None, "the game server's port ('simlib run' uses free ports unless it is set; "

@@ -99,9 +99,16 @@ class GameDB:
             await self._redis.aclose(close_connection_pool=True)
 
     def _context(self) -> list:
-        """ARGV[1..7] of every script that changes a game (``context`` in _prelude.lua)."""
-        return [P.timestamp(), self.keys.events_channel, self.records.combat_channel, self.records.lobby_channel,
-                "1" if self.settings.server_sleep > 0 else "0", self.turn_ms, self.lobby_ms]
+        """ARGV[1..9] of every script that changes a game (``context`` in _prelude.lua)."""
+        lobby = self.records.lobby_channel
+        return [P.timestamp(), self.keys.events_channel, self.records.combat_channel, lobby,
+                "1" if self.settings.server_sleep > 0 else "0", self.turn_ms, self.lobby_ms,
+                self.settings.worker_channel if lobby else "", self._task_stream]
+
+    @property
+    def _task_stream(self) -> str:
+        """Where scripts add clean-up tasks ('' = not to a stream)."""
+        return self.keys.tasks if self.settings.task_transport == "streams" else ""
 
     def _game_keys(self, game: str, *more: str) -> list[str]:
         """The KEYS of a game script: the status key (it routes the call on a cluster),
@@ -208,7 +215,7 @@ class GameDB:
         self.stats["attacks"] = self.stats.get("attacks", 0) + 1
         self.records.combat(result[1])
         self.records.events([result[2]])
-        await self._index(game, [result[2]])
+        await self._globals(game, [result[2]])
         return result[1], result[2]
 
     async def quit(self, game: str, user: str, reason: str = "DISCONNECTED") -> list[str]:
@@ -226,7 +233,7 @@ class GameDB:
         elif kind == "TIMEOUT":
             await self._closed(game)
         self.records.events(events)
-        await self._index(game, events)
+        await self._globals(game, events)
         return events
 
     async def expire(self, game: str) -> Expired:
@@ -238,7 +245,7 @@ class GameDB:
         elif done.kind == "TIMEOUT":
             await self._closed(game)
         self.records.events(done.events)
-        await self._index(game, done.events, done)
+        await self._globals(game, done.events, done)
         return done
 
     async def due(self, limit: int = 100) -> tuple[int, int, list[str]]:
@@ -250,8 +257,8 @@ class GameDB:
         await self._scripts["waiting"](keys=[self.keys.status(game)])
 
     # hooks for the cluster variant (a single Redis's scripts did it all) ----------------
-    async def _index(self, game: str, events: list[str], expired: Expired | None = None) -> None:
-        pass
+    async def _globals(self, game: str, events: list[str], expired: Expired | None = None) -> None:
+        """What a script could not do itself on a cluster (global keys in other slots)."""
 
     async def _left(self, game: str, user: str) -> None:
         pass
@@ -312,11 +319,18 @@ class ClusterGameDB(GameDB):
     * the deadlines index is updated after each script from the events it published
       (a deadline is always in its game's own key; the index only helps find it, and an
       index entry that is early or stale is corrected when it comes due);
+    * with TASK_TRANSPORT=streams, a finished game's clean-up tasks are added to the
+      tasks stream after the script that ended it (the sweep finds a game whose tasks a
+      dying server never added);
     * the lobby records go through the log transport (see :class:`Records`).
     """
 
     def _calls(self) -> None:  # redis-py routes each script to its slot's node
         return None
+
+    @property
+    def _task_stream(self) -> str:  # in another slot: added after the script (_globals)
+        return ""
 
     def _game_keys(self, game: str, *more: str) -> list[str]:
         return [self.keys.status(game)]
@@ -349,7 +363,7 @@ class ClusterGameDB(GameDB):
                 args=[*self._context(), game, user, n, "1" if int(opened) else "0", *await self._hero_candidates()])
             if result[0] == "CLOSED":  # it timed out between the steps: stop offering it, try again
                 self.records.events(_events(result[1:]))
-                await self._index(game, _events(result[1:]))
+                await self._globals(game, _events(result[1:]))
                 await self._scripts["cluster_close"](keys=[k.players_open(n)], args=[game, ""])
                 continue
             if result[0] == "ERR":
@@ -358,7 +372,7 @@ class ClusterGameDB(GameDB):
             await self._redis.zadd(k.deadlines, {game: joined.deadline})
             if int(seat):  # a new member (seat 0: already seated, nothing changed)
                 await self._redis.zincrby(k.participants, 1, game)
-            await self._index(game, joined.events)
+            await self._globals(game, joined.events)
             return joined
         raise P.ProtocolError("NO OPEN GAME", "NO_OPEN_GAME", "no lobby could be joined; try again")
 
@@ -377,7 +391,7 @@ class ClusterGameDB(GameDB):
         picks = random.sample(self._roster, min(count, len(self._roster)))
         return [x for hero in picks for x in hero]
 
-    async def _index(self, game: str, events: list[str], expired: Expired | None = None) -> None:
+    async def _globals(self, game: str, events: list[str], expired: Expired | None = None) -> None:
         k = self.keys
         if expired is not None and expired.kind == "LATER":
             await self._redis.zadd(k.deadlines, {game: expired.deadline})
@@ -389,6 +403,9 @@ class ClusterGameDB(GameDB):
                 await self._redis.zadd(k.deadlines, {event["g"]: int(event["d"])})
             elif event.get("t") in ("complete", "timeout"):
                 await self._redis.zrem(k.deadlines, event["g"])
+                if self.settings.task_transport == "streams":
+                    for user in sorted(event["m"]):
+                        await self._redis.xadd(k.tasks, {"game_token": event["g"], "user_token": user})
 
     async def _left(self, game: str, user: str) -> None:
         await self._redis.zincrby(self.keys.participants, -1, game)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-__all__ = ["Keyspace", "LOBBY_CHANNEL", "GAME_CHANNEL", "WORKER_LOGGER", "EVENTS_CHANNEL"]
+__all__ = ["Keyspace", "LOBBY_CHANNEL", "GAME_CHANNEL", "WORKER_LOGGER", "EVENTS_CHANNEL", "TASKS_GROUP"]
 
 #: Logger (and pub/sub channel) for lobby and clean-up records.
 LOBBY_CHANNEL = "lib.server.lobby"
@@ -22,6 +22,8 @@ WORKER_LOGGER = "lib.pubsub.worker"
 #: Internal channel on which game servers tell each other that a game started,
 #: a turn passed, or a game ended (so players of one game may sit on different servers).
 EVENTS_CHANNEL = "simlib:events"
+#: The consumer group of the workers on the tasks stream (TASK_TRANSPORT=streams).
+TASKS_GROUP = "workers"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,12 @@ class Keyspace:
     #: Hash: user name -> id of the server whose live v2 session holds the name.
     sessions: str = "{users}:sessions"
     events_channel: str = EVENTS_CHANNEL
+    #: Stream of clean-up tasks (TASK_TRANSPORT=streams): one entry per member of a
+    #: finished game, handed by the consumer group ``workers`` to one worker each.
+    tasks: str = "simlib:tasks"
+    #: Stream: one entry per finished game, written as its keys are expired (members,
+    #: heroes, status, winner, log), capped at ARCHIVE_MAXLEN entries.
+    archive: str = "archive:games"
 
     def server_lease(self, server: str) -> str:
         """A game server's lease, a key it keeps alive while it runs: while it exists, the
@@ -132,11 +140,15 @@ class Keyspace:
             "deadline": ("g", self.deadline(g)), "players": ("n", self.players(n)),
             "players_open": ("n", self.players_open(n)), "server_lease": ("s", self.server_lease(srv)),
         }
+        def expr(text: str) -> str:
+            parts = [p for p in re.split("(\x00[guns]\x00)", text) if p]
+            return " .. ".join(p[1] if p.startswith("\x00") else _lua_string(p) for p in parts)
+
         lines = ["local K = {}"]
         for name, (params, text) in builders.items():
-            parts = [p for p in re.split("(\x00[guns]\x00)", text) if p]
-            expr = " .. ".join(p[1] if p.startswith("\x00") else _lua_string(p) for p in parts)
-            lines.append(f"function K.{name}({params}) return {expr} end")
+            lines.append(f"function K.{name}({params}) return {expr(text)} end")
+        every = ", ".join(expr(key) for key in self.game_keys(g))
+        lines.append(f"function K.game_keys(g) return {{{every}}} end")
         return "\n".join(lines) + "\n"
 
     @property

@@ -134,16 +134,19 @@ def start_server(settings: Settings, *, host: str = "127.0.0.1", port: int | Non
 
 
 def start_worker(settings: Settings, *, mode: str = "thread", name: str | None = None,
-                 timeout: float = 30.0, stdout_level: str | None = None) -> Handle:
-    """Start a clean-up worker and return once it listens (so no task is missed)."""
+                 timeout: float = 30.0, stdout_level: str | None = None, claim_idle: float = 30.0,
+                 sweep_every: float = 0.0) -> Handle:
+    """Start a clean-up worker and return once it listens (so no task is missed).
+    ``claim_idle`` and ``sweep_every`` as for ``simlib worker``."""
     from .worker import Worker  # noqa: PLC0415
 
     if mode == "thread":
         setup_logging(settings, stdout_level=stdout_level)
-        worker = Worker(settings, name=name)
+        worker = Worker(settings, name=name, claim_idle=claim_idle, sweep_every=sweep_every)
         return _start_thread(worker.name, worker, worker.run, worker.ready, timeout, "the worker")
     name = name or "worker"
-    return _process_handle(name, ["worker"], settings, stdout_level, timeout)
+    args = ["worker", "--claim-idle", repr(claim_idle), "--sweep-every", repr(sweep_every)]
+    return _process_handle(name, args, settings, stdout_level, timeout)
 
 
 class _Child:

@@ -66,8 +66,8 @@ class RedisPubSubHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "published", False):  # a Lua script already published it
             return
-        try:
-            payload = (record.name, message_for(record))
+        try:  # the channel is the logger's name, unless the record names one (clean-up tasks)
+            payload = (getattr(record, "channel", None) or record.name, message_for(record))
         except Exception:
             self.handleError(record)
             return

@@ -96,5 +96,7 @@ class Records:
         members = sorted(members)
         self._lobby("Game Finished: %s", status,
                     task={"game_token": game, "status": status, "winner": winner, "members": members})
-        for user in members:
-            self._lobby("Cleaning Game Records", task={"game_token": game, "user_token": user})
+        for user in members:  # on WORKER_CHANNEL, where the pub/sub worker listens
+            lobby_log.info("Cleaning Game Records", extra={"published": bool(self.lobby_channel),
+                                                           "channel": self.settings.worker_channel},
+                           task={"game_token": game, "user_token": user})

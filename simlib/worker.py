@@ -1,50 +1,61 @@
-"""The clean-up worker: hears "Cleaning Game Records" tasks and expires a game's keys.
+"""The clean-up worker: handles "Cleaning Game Records" tasks, expiring finished games.
 
-For each task ``{"game_token": g, "user_token": u}`` it puts REDIS_EXPIRY on u's hero
-hash in g; when u is the game's host it also expires every other key of the game and
-removes g from ``games:participants`` and ``games:players:<n>``. Every step is
-idempotent, so several workers may handle the same task (pub/sub gives each of them
-every message) and the result is the same.
+For each task ``{"game_token": g, "user_token": u}`` it runs :class:`~simlib.sweep.Cleaner`:
+REDIS_EXPIRY on u's hero hash in g; when u is the game's host, on every other key of the
+game too (archiving the game first, the first time), which removes g from
+``games:participants`` and ``games:players:<n>``. Every step is idempotent.
 
-Tasks arrive through a :class:`MessageSource`. :class:`PubSubSource` is Redis pub/sub,
-which drops what is published while no worker listens: a fact the tutorial measures.
-The interface leaves room for a Redis Streams source (each task to one worker, kept
-until acknowledged) to pass the same tests.
+Tasks arrive through a :class:`MessageSource`, chosen by TASK_TRANSPORT:
 
-A worker also watches the games' deadlines (:mod:`simlib.deadlines`), in a thread of
-its own: so lobbies time out and idle players forfeit even when every game server is
-gone. When Redis goes away, the worker waits for it and listens again.
+* :class:`PubSubSource` (``pubsub``, the article's): every worker hears every task, and
+  what is published while no worker listens is lost. A fact the tutorial measures.
+* :class:`StreamSource` (``streams``): the scripts add each task to the stream
+  ``simlib:tasks``; the consumer group ``workers`` hands each to one worker, which
+  acknowledges it in the same atomic step that does it. A task whose worker died stays
+  pending until another worker claims it (XAUTOCLAIM, after ``claim_idle`` seconds), and
+  the stream is trimmed only below what every worker has acknowledged.
+
+A worker also applies the games' deadlines (:mod:`simlib.deadlines`) in a thread of its
+own, so lobbies time out and idle players forfeit even when every game server is gone;
+it can sweep for finished games whose task never came (:func:`simlib.sweep.sweep`) on
+an interval; and when Redis goes away it waits for it, listens again, and sweeps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import logging
 import threading
+import time
 import uuid
 from typing import Protocol
 
 import redis
 
 from . import aio
+from . import protocol as P
 from .config import Settings
-from .keys import WORKER_LOGGER, Keyspace
+from .keys import TASKS_GROUP, WORKER_LOGGER, Keyspace
 from .store import connect
-from .sweep import clean, sweep
+from .sweep import Cleaner, sweep
 
-__all__ = ["Worker", "MessageSource", "PubSubSource", "CLEAN_MESSAGE"]
+__all__ = ["Worker", "MessageSource", "PubSubSource", "StreamSource", "CLEAN_MESSAGE", "DRAIN_MESSAGE"]
 
 CLEAN_MESSAGE = "Cleaning Game Records"
-_DRAIN = "simlib:drain:"
+#: The log message of a worker's drain marker (a JSON record like any other on the channel).
+DRAIN_MESSAGE = "Worker Draining"
 log = logging.getLogger(WORKER_LOGGER)
 
 
 class MessageSource(Protocol):
-    """Where tasks come from. ``receive`` blocks up to ``timeout`` seconds and returns
-    one decoded message, or None when nothing came."""
+    """Where tasks come from. ``receive`` blocks up to ``timeout`` seconds and returns one
+    decoded message (a dict; a stream task carries its entry id under ``"id"``), or None
+    when nothing came."""
 
-    def receive(self, timeout: float) -> dict | str | None: ...
+    def receive(self, timeout: float) -> dict | None: ...
 
     def close(self) -> None: ...
 
@@ -67,19 +78,13 @@ class PubSubSource:
         if not confirm or confirm.get("type") != "subscribe":
             raise RuntimeError(f"could not subscribe to {channel!r}")
 
-    def receive(self, timeout: float) -> dict | str | None:
+    def receive(self, timeout: float) -> dict | None:
         message = self._pubsub.get_message(timeout=timeout)
         if message is None or message["type"] != "message":
             return None
         try:
-            data = message["data"].decode("utf-8")
-        except UnicodeDecodeError:
-            return {}
-        if data.startswith(_DRAIN):
-            return data
-        try:
-            decoded = json.loads(data)
-        except (ValueError, RecursionError):  # RecursionError: nested too deep
+            decoded = json.loads(message["data"].decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
             return {}
         return decoded if isinstance(decoded, dict) else {}
 
@@ -88,40 +93,137 @@ class PubSubSource:
         self._pool.disconnect()
 
 
+class StreamSource:
+    """The tasks stream, read as one consumer of the workers' group (created if missing).
+    Tasks another consumer left pending for ``claim_idle`` seconds are claimed first (at
+    start, and again every ``claim_idle`` seconds)."""
+
+    def __init__(self, client: redis.Redis, keys: Keyspace, consumer: str, claim_idle: float = 30.0,
+                 batch: int = 100):
+        self.client, self.keys, self.consumer = client, keys, consumer
+        self.claim_idle = claim_idle
+        self.batch = batch
+        self.claimed = 0  # tasks taken over from other consumers
+        self._backlog: collections.deque = collections.deque()
+        try:
+            client.xgroup_create(keys.tasks, TASKS_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._next_claim = self._next_trim = 0.0
+
+    #: seconds between trims of the acknowledged entries
+    TRIM_EVERY = 5.0
+
+    def _claim(self) -> None:
+        start = "0-0"
+        while True:
+            start, entries, *deleted = self.client.xautoclaim(
+                self.keys.tasks, TASKS_GROUP, self.consumer, min_idle_time=int(self.claim_idle * 1000),
+                start_id=start, count=self.batch)
+            self._backlog.extend(e for e in entries if e[1])
+            self.claimed += sum(1 for e in entries if e[1])
+            if deleted and deleted[0]:  # trimmed away (never expected): nothing to do but let go
+                self.client.xack(self.keys.tasks, TASKS_GROUP, *deleted[0])
+            if start == "0-0":
+                break
+        self._next_claim = time.monotonic() + self.claim_idle
+
+    def receive(self, timeout: float) -> dict | None:
+        if not self._backlog and time.monotonic() >= self._next_claim:
+            self._claim()
+        if not self._backlog and time.monotonic() >= self._next_trim:  # between batches: keep it bounded
+            self.trim()
+            self._next_trim = time.monotonic() + self.TRIM_EVERY
+        if not self._backlog:
+            reply = self.client.xreadgroup(TASKS_GROUP, self.consumer, {self.keys.tasks: ">"}, count=self.batch,
+                                           block=max(int(timeout * 1000), 1))
+            for _stream, entries in reply or ():
+                self._backlog.extend(entries)
+        if not self._backlog:
+            return None
+        entry_id, fields = self._backlog.popleft()
+        return {"log_message": CLEAN_MESSAGE, "task": fields, "id": entry_id}
+
+    def trim(self) -> int:
+        """Drop the entries every consumer has acknowledged (below the oldest pending one,
+        and never past what the group has been handed); returns how many went."""
+        groups = {g["name"]: g for g in self.client.xinfo_groups(self.keys.tasks)}
+        group = groups.get(TASKS_GROUP)
+        if group is None:
+            return 0
+        floor = group["last-delivered-id"]
+        pending = self.client.xpending(self.keys.tasks, TASKS_GROUP)
+        if pending["pending"]:
+            floor = min(floor, pending["min"], key=lambda i: tuple(int(x) for x in i.split("-")))
+        return self.client.xtrim(self.keys.tasks, minid=floor, approximate=False)
+
+    def close(self) -> None:
+        pass
+
+
 class Worker:
     """``run()`` blocks until :meth:`stop`; ``run(burst=True)`` returns after ``idle``
-    quiet seconds; :meth:`run_async` is the asyncio twin. :attr:`ready` is set once the
-    worker listens."""
+    quiet seconds. :attr:`ready` is set once the worker listens. ``claim_idle``: with
+    streams, take over tasks another worker left pending this long. ``sweep_every``:
+    also sweep for finished games with no expiry every so many seconds (0: only after a
+    lost connection)."""
 
-    def __init__(self, settings: Settings, *, name: str | None = None, source: MessageSource | None = None):
+    def __init__(self, settings: Settings, *, name: str | None = None, source: MessageSource | None = None,
+                 claim_idle: float = 30.0, sweep_every: float = 0.0):
         self.settings = settings
         self.keys = Keyspace(cluster=settings.redis_cluster)
         self.name = name or f"worker-{uuid.uuid4().hex[:6]}"
         self.ready = threading.Event()
         self.handled = 0  # clean-up tasks applied
         self.received = 0  # messages read from the source (drain markers not counted)
-        self.swept = 0  # finished games cleaned by a sweep (tasks missed while Redis was away)
+        self.swept = 0  # finished games cleaned by a sweep (tasks missed, or never sent)
         self.deadlines: dict[str, int] = {}  # deadlines this worker applied, by kind (once stopped)
+        self.claim_idle = claim_idle
+        self.sweep_every = sweep_every
         self._source = source
         self._stopping = threading.Event()
+        self._draining = threading.Event()
         self._drain_token: str | None = None
         self._client: redis.Redis | None = None
+        self._cleaner: Cleaner | None = None
+        self.transport = settings.task_transport if source is None else "custom"
+
+    @property
+    def archived(self) -> int:
+        """Games this worker archived."""
+        return self._cleaner.archived if self._cleaner is not None else 0
+
+    def _open_source(self) -> MessageSource:
+        if self._source is not None:
+            return self._source
+        if self.transport == "streams":
+            return StreamSource(self._client, self.keys, self.name, self.claim_idle)
+        return PubSubSource(self.settings.redis_url, self.settings.worker_channel)
 
     def run(self, burst: bool = False, idle: float = 1.0, deadlines: bool = True) -> int:
         """Handle tasks until stopped (or, with ``burst``, until ``idle`` quiet seconds).
         Returns the number of clean-up tasks handled. ``deadlines``: also apply the
         games' deadlines while running."""
         self._client = connect(self.settings)
-        source = self._source or PubSubSource(self.settings.redis_url, self.settings.worker_channel)
+        self._cleaner = Cleaner(self._client, self.settings)
+        source = self._open_source()
         watcher = _DeadlineThread(self.settings) if deadlines else None
-        log.info("Worker %s listening on %s", self.name, self.settings.worker_channel)
+        where = self.keys.tasks if self.transport == "streams" else self.settings.worker_channel
+        log.info("Worker %s listening on %s (%s)", self.name, where, self.transport)
         self.ready.set()
         retry, missed = 0.1, False
+        next_sweep = time.monotonic() + self.sweep_every if self.sweep_every else None
         try:
             while not self._stopping.is_set():
                 try:
-                    message = source.receive(timeout=idle if burst else 0.5)
+                    message = source.receive(timeout=idle if burst or self._draining.is_set() else 0.5)
                     retry = 0.1
+                    if missed and self._sweep("listens again after losing Redis"):
+                        missed = False
+                    if next_sweep is not None and time.monotonic() >= next_sweep:
+                        self._sweep(f"sweeps (every {self.sweep_every:g} s)")
+                        next_sweep = time.monotonic() + self.sweep_every
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     # Redis is away (it restarts, say): wait for it, then listen again. What
                     # is published meanwhile is lost to pub/sub, as to any subscriber: so
@@ -132,68 +234,79 @@ class Worker:
                     retry = min(retry * 2, 2.0)
                     missed = True
                     continue
-                if missed and self._sweep_after_gap():
-                    missed = False
                 if message is None:
-                    if burst:
+                    if burst or self._draining.is_set():  # quiet: nothing left to drain
                         break
                     continue
-                if isinstance(message, str):  # a drain marker: plumbing, not a received message
-                    if message == self._drain_token:
+                task = message.get("task")
+                if message.get("log_message") == DRAIN_MESSAGE and isinstance(task, dict):
+                    if task.get("drain") == self._drain_token:  # a marker: plumbing, not a message
                         break
                     continue
                 self.received += 1
-                if message.get("log_message") == CLEAN_MESSAGE and isinstance(message.get("task"), dict):
+                if message.get("log_message") == CLEAN_MESSAGE and isinstance(task, dict):
                     try:
-                        self.clean(message["task"])
+                        self.clean(task, message.get("id", ""))
                     except (redis.ConnectionError, redis.TimeoutError) as exc:
-                        log.warning("Worker %s could not clean %s: %s", self.name, message["task"], exc)
+                        log.warning("Worker %s could not clean %s: %s", self.name, task, exc)
+                        missed = True
         finally:
             if watcher is not None:
                 self.deadlines = watcher.stop()
+            if isinstance(source, StreamSource):
+                with contextlib.suppress(redis.RedisError):
+                    source.trim()
             source.close()
             self._client.close()
             self.ready.clear()
         return self.handled
 
-    def _sweep_after_gap(self) -> bool:
-        """After listening again: clean the finished games whose tasks went by meanwhile."""
+    def _sweep(self, why: str) -> bool:
+        """Clean the finished games that have no expiry (their tasks went by, or never came)."""
         try:
-            swept = sweep(self._client, self.keys, self.settings.redis_expiry)
+            swept = sweep(self._cleaner)
         except (redis.ConnectionError, redis.TimeoutError):
             return False
         self.swept += swept
-        log.info("Worker %s listens again; swept %d finished game(s) whose tasks it missed", self.name, swept)
+        log.info("Worker %s %s: swept %d finished game(s)", self.name, why, swept)
         return True
 
-    async def run_async(self, burst: bool = False, idle: float = 1.0) -> int:
-        import asyncio  # noqa: PLC0415
-
-        return await asyncio.to_thread(self.run, burst, idle)
-
     def stop(self, drain: bool = True) -> None:
-        """Stop. With ``drain``, first handle every task published before this call:
-        a marker goes through the channel and the worker stops when it reads it."""
-        # the drain marker travels the channel: only a pub/sub source will read it
+        """Stop. With ``drain``, first handle every task published before this call: on
+        pub/sub a marker goes through the channel and the worker stops when it reads it;
+        on a stream, the worker reads until nothing is left for it."""
         if drain and self.ready.is_set() and self._source is None:
-            self._drain_token = f"{_DRAIN}{self.name}:{uuid.uuid4().hex}"
+            if self.transport == "streams":
+                self._draining.set()
+                return
+            # the drain marker travels the channel, as a JSON record like the others
+            self._drain_token = f"{self.name}:{uuid.uuid4().hex}"
+            marker = json.dumps({"level": "INFO", "timestamp": P.timestamp(), "name": WORKER_LOGGER,
+                                 "log_message": DRAIN_MESSAGE, "task": {"drain": self._drain_token}})
             try:
                 with connect(self.settings) as client:
-                    if client.publish(self.settings.worker_channel, self._drain_token) > 0:
+                    if client.publish(self.settings.worker_channel, marker) > 0:
                         return
             except Exception:  # Redis gone: stop without draining
                 pass
         self._stopping.set()
 
-    def clean(self, task: dict) -> None:
-        """Apply one task; idempotent, and harmless for keys already gone."""
+    def clean(self, task: dict, entry_id: str = "") -> None:
+        """Apply one task (and acknowledge it, from a stream); idempotent, and harmless
+        for keys already gone."""
         game, user = task.get("game_token"), task.get("user_token")
         if not isinstance(game, str) or not isinstance(user, str):
             log.warning("Ignoring malformed task %r", task)
+            if entry_id:  # a malformed entry is done with, too
+                self._client.xack(self.keys.tasks, TASKS_GROUP, entry_id)
             return
-        host = clean(self._client, self.keys, self.settings.redis_expiry, game, user)
+        host = self._cleaner(game, user, entry_id)
         self.handled += 1
-        log.debug("Cleaned %s for %s%s", game, user, " (host)" if host else "")
+        if entry_id:
+            log.info("Task Done", extra={"task": {"id": entry_id, "game_token": game, "user_token": user,
+                                                  "worker": self.name}})
+        else:
+            log.debug("Cleaned %s for %s%s", game, user, " (host)" if host else "")
 
 
 class _DeadlineThread:

@@ -146,7 +146,9 @@ def snapshot(client: redis.Redis) -> dict:
     kw = client.connection_pool.connection_kwargs
     raw = redis.Redis(host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), db=kw.get("db", 0))
     read = {b"string": raw.get, b"hash": raw.hgetall, b"list": lambda k: raw.lrange(k, 0, -1),
-            b"set": lambda k: frozenset(raw.smembers(k)), b"zset": lambda k: raw.zrange(k, 0, -1, withscores=True)}
+            b"set": lambda k: frozenset(raw.smembers(k)), b"zset": lambda k: raw.zrange(k, 0, -1, withscores=True),
+            # a stream by its entries' fields, in order (an entry's id is the time it was added)
+            b"stream": lambda k: [tuple(sorted(fields.items())) for _id, fields in raw.xrange(k)]}
     try:
         out = {}
         for k in raw.scan_iter(count=1000):

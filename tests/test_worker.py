@@ -20,7 +20,7 @@ from simlib.keys import LOBBY_CHANNEL
 from simlib.launch import start_players, start_worker
 from simlib.logs import RedisPubSubHandler, flush_logs
 from simlib.runner import simulate
-from simlib.worker import CLEAN_MESSAGE, PubSubSource, Worker
+from simlib.worker import CLEAN_MESSAGE, DRAIN_MESSAGE, PubSubSource, Worker
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -124,7 +124,8 @@ def test_worker_leaves_no_game_key_without_expiry(pubsub_logging, settings, game
         players = play(game_server.url, players=4, games=2)
         flush_logs()  # every clean-up task is published before the drain marker
         drain(worker)
-        tap.collect(lambda ms: any(str(m["data"]).startswith("simlib:drain:") for m in ms))
+        tap.collect(lambda ms: any(isinstance(m["data"], dict) and m["data"].get("log_message") == DRAIN_MESSAGE
+                                   for m in ms))
     finally:
         tap.close()
     games = game_tokens(players)

@@ -9,13 +9,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- What the calling process passes to every script that changes a game (ARGV[1..7]):
+-- What the calling process passes to every script that changes a game (ARGV[1..9]):
 -- the record timestamp, the events channel, the combat and lobby log channels ('' = do
--- not publish), '1' to pause between turns, the turn and lobby time-outs in ms; and
--- the deadlines index key (none on a cluster, where the caller indexes deadlines itself).
+-- not publish), '1' to pause between turns, the turn and lobby time-outs in ms, where
+-- clean-up tasks go: a pub/sub channel ('' = none) and a stream key ('' = none); and the
+-- deadlines index key (none on a cluster, where the caller indexes deadlines itself).
+-- A script's own arguments follow: arg(1), arg(2)...
 local function context(index_key)
   return {ts = ARGV[1], events = ARGV[2], combat = ARGV[3], lobby = ARGV[4], pause = ARGV[5] == '1',
-          turn_ms = tonumber(ARGV[6]), lobby_ms = tonumber(ARGV[7]), index = index_key or ''}
+          turn_ms = tonumber(ARGV[6]), lobby_ms = tonumber(ARGV[7]), tasks = ARGV[8], stream = ARGV[9],
+          index = index_key or ''}
+end
+
+local function arg(i)
+  return ARGV[9 + i]
 end
 
 local function playing(status)
@@ -41,16 +48,19 @@ local function json_list(items)
   return '["' .. table.concat(items, '", "') .. '"]'
 end
 
--- "Game Finished: <status>" and one "Cleaning Game Records" task per member (sorted)
-local function publish_game_over(channel, ts, game, status, winner, members)
-  if channel == '' then
-    return
-  end
+-- "Game Finished: <status>" on the lobby channel, and one "Cleaning Game Records" task per
+-- member (sorted) for the worker: a record on the tasks channel, and an entry in the
+-- tasks stream (Redis Streams transport; kept until a worker acknowledges it).
+local function publish_game_over(c, game, status, winner, members)
   table.sort(members)
-  publish_log(channel, ts, 'Game Finished: ' .. status, '{"game_token": "' .. game .. '", "status": "' .. status ..
-    '", "winner": ' .. (winner and ('"' .. winner .. '"') or 'null') .. ', "members": ' .. json_list(members) .. '}')
+  publish_log(c.lobby, c.ts, 'Game Finished: ' .. status, '{"game_token": "' .. game .. '", "status": "' ..
+    status .. '", "winner": ' .. (winner and ('"' .. winner .. '"') or 'null') .. ', "members": ' ..
+    json_list(members) .. '}')
   for _, m in ipairs(members) do
-    publish_log(channel, ts, 'Cleaning Game Records', '{"game_token": "' .. game .. '", "user_token": "' .. m .. '"}')
+    publish_log(c.tasks, c.ts, 'Cleaning Game Records', '{"game_token": "' .. game .. '", "user_token": "' .. m .. '"}')
+    if c.stream ~= '' then
+      redis.call('XADD', c.stream, '*', 'game_token', game, 'user_token', m)
+    end
   end
 end
 
@@ -102,7 +112,7 @@ local function time_out(c, game)
   clear_deadline(c, game)
   local members = redis.call('SMEMBERS', K.game(game))
   local event = publish_event(c, {t = 'timeout', g = game, u = '', n = 0, m = members})
-  publish_game_over(c.lobby, c.ts, game, STATUS.TIMED_OUT, nil, members)
+  publish_game_over(c, game, STATUS.TIMED_OUT, nil, members)
   return event
 end
 
@@ -114,7 +124,7 @@ local function next_turn(c, game, status, living, n, now)
     redis.call('SET', K.status(game), STATUS.COMPLETED)
     clear_deadline(c, game)
     local members = redis.call('SMEMBERS', K.game(game))
-    publish_game_over(c.lobby, c.ts, game, STATUS.COMPLETED, living[1], members)
+    publish_game_over(c, game, STATUS.COMPLETED, living[1], members)
     return publish_event(c, {t = 'complete', g = game, u = living[1], n = n, o = living, m = members})
   end
   local next_status = c.pause and STATUS.IN_PROGRESS or STATUS.WAITING_PLAYER

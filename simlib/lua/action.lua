@@ -1,14 +1,14 @@
 -- Apply one attack, or answer "no enemy left". Atomic, one round trip.
 -- KEYS[1] the game's status key (it routes the call to the game's slot on a cluster),
 -- KEYS[2] the deadlines index (not on a cluster)
--- ARGV[1..7] the context (_prelude.lua), ARGV[8] game, ARGV[9] user, ARGV[10] enemy ('' = none)
+-- ARGV[1..9] the context (_prelude.lua), then game, user, enemy ('' = none)
 -- The combat record goes out on the combat log channel in this round trip; when this
 -- attack ends the game, its end and clean-up tasks go out on the lobby log channel.
 -- Returns {'ERR', status, code} | {'NA', record} | {'OK', record, event}: the event as
 -- published on the events channel: {t = 'turn' | 'complete', g, u = next user or winner,
 -- n = log length, o = living members in turn order, m = all members (complete only)}
 local c = context(KEYS[2])
-local game, user, enemy = ARGV[8], ARGV[9], ARGV[10]
+local game, user, enemy = arg(1), arg(2), arg(3)
 local order = K.order(game)
 
 local status = redis.call('GET', K.status(game))

@@ -1,14 +1,13 @@
 -- Cluster mode, step 2 of a join: the game's own keys, all in the game's hash slot.
 -- KEYS[1] the game's status key (routes the call to its slot)
--- ARGV[1..7] the context (_prelude.lua; no deadlines index here: the caller indexes),
--- ARGV[8] game, ARGV[9] user, ARGV[10] n, ARGV[11] '1' if this user opened the game,
--- then candidate heroes as (id, attack, health) triples, drawn by the server.
+-- ARGV[1..9] the context (_prelude.lua; no deadlines index here: the caller indexes),
+-- then game, user, n, '1' if this user opened the game, then candidate heroes as (id, attack, health) triples, drawn by the server.
 -- (No join record from here: on a cluster the lobby records go through the log transport.)
 -- Returns {'OK', game, hero id, members joined, deadline, events...},
 -- {'CLOSED', events...} when the lobby is no longer open (timed out here if past its
 -- deadline), or {'ERR', status, code}.
 local c = context()
-local game, user, n = ARGV[8], ARGV[9], tonumber(ARGV[10])
+local game, user, n = arg(1), arg(2), tonumber(arg(3))
 local status = redis.call('GET', K.status(game))
 if status and status ~= STATUS.WAITING_LOBBY then
   return {'CLOSED'}
@@ -25,7 +24,7 @@ if redis.call('SISMEMBER', K.game(game), user) == 1 then
 end
 local taken = K.heroes_taken(game)
 local hero, attack, health
-for i = 12, #ARGV, 3 do
+for i = 14, #ARGV, 3 do
   if redis.call('SISMEMBER', taken, ARGV[i]) == 0 then
     hero, attack, health = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     break
@@ -39,7 +38,7 @@ if not status then
   redis.call('SET', K.game_participants(game), n)
   set_deadline(c, game, now + c.lobby_ms)
 end
-if ARGV[11] == '1' then
+if arg(4) == '1' then
   redis.call('SET', K.host(game), user)
 end
 redis.call('SADD', K.game(game), user)

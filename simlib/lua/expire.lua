@@ -2,12 +2,12 @@
 -- it, the others find nothing to do. A lobby past its deadline is Timed Out; the player
 -- on turn past its deadline forfeits ('TURN TIMEOUT').
 -- KEYS[1] the game's status key, KEYS[2] the deadlines index (not on a cluster)
--- ARGV[1..7] the context (_prelude.lua), ARGV[8] game
+-- ARGV[1..9] the context (_prelude.lua), then the game
 -- Returns {kind, deadline, record, event}: kind 'GONE' (the game ended or no longer
 -- exists: its index entry is dropped), 'LATER' (not due: deadline is the true one),
 -- 'TIMEOUT' or 'FORFEIT' (applied; deadline is the next one, 0 if none).
 local c = context(KEYS[2])
-local game = ARGV[8]
+local game = arg(1)
 local status = redis.call('GET', K.status(game))
 if not status or status == STATUS.COMPLETED or status == STATUS.TIMED_OUT then
   clear_deadline(c, game)

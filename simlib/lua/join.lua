@@ -3,13 +3,13 @@
 -- open, because every join goes through this script, and a user token is checked in a set.
 -- KEYS[1] games:players:<n>, KEYS[2] the deadlines index, KEYS[3] games:participants,
 -- KEYS[4] superheros, KEYS[5] the set of user tokens
--- ARGV[1..7] the context (_prelude.lua), ARGV[8] user token, ARGV[9] n, ARGV[10] a fresh
--- game token (used if a game is opened)
+-- ARGV[1..9] the context (_prelude.lua), then the user token, n, and a fresh game token
+-- (used if a game is opened)
 -- A lobby past its deadline is never joined: it is timed out here, and a new one opened.
 -- Returns {'ERR', status, code} or {'OK', game, hero id, members joined, lobby deadline,
 -- events...}: the events this join published (a time-out of a stale lobby, a start).
 local c = context(KEYS[2])
-local user, n, fresh = ARGV[8], tonumber(ARGV[9]), ARGV[10]
+local user, n, fresh = arg(1), tonumber(arg(2)), arg(3)
 local players, joins, roster = KEYS[1], KEYS[3], KEYS[4]
 
 if redis.call('SISMEMBER', KEYS[5], user) == 0 then

@@ -3,10 +3,10 @@
 -- player forfeits. Atomic.
 -- KEYS[1] the game's status key, KEYS[2] the deadlines index and KEYS[3]
 -- games:participants (neither on a cluster, where the caller updates them)
--- ARGV[1..7] the context (_prelude.lua), ARGV[8] game, ARGV[9] user, ARGV[10] reason
+-- ARGV[1..9] the context (_prelude.lua), then game, user, reason
 -- Returns {'LEFT'} | {'TIMEOUT', event} | {'FORFEIT', record, event ('' = none)} | {'NONE'}
 local c = context(KEYS[2])
-local game, user = ARGV[8], ARGV[9]
+local game, user = arg(1), arg(2)
 local status = redis.call('GET', K.status(game))
 if status == STATUS.WAITING_LOBBY then
   if redis.call('SISMEMBER', K.game(game), user) == 0 then
@@ -30,7 +30,7 @@ if status == STATUS.WAITING_LOBBY then
     user .. '"}')
   return {'LEFT'}
 end
-local record, event = forfeit(c, game, user, ARGV[10], now_ms())
+local record, event = forfeit(c, game, user, arg(3), now_ms())
 if record then
   return {'FORFEIT', record, event}
 end
