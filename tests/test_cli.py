@@ -122,6 +122,10 @@ def test_article_walkthrough_after_a_run_without_worker():
     (("build-db",), {}, "build-db needs a shared Redis"),
     (("cli",), {"REDIS_URL": "redis://127.0.0.1:1/0"}, "give a command"),
     (("cli", "PING"), {"REDIS_URL": "redis://127.0.0.1:1/0"}, "cannot reach Redis"),
+    (("run",), {"REDIS_URL": "notaurl"}, "REDIS_URL must be a URL such as redis://localhost:6379/0"),
+    (("run",), {"REDIS_URL": "localhost:6379"}, "got 'localhost:6379'"),
+    (("server",), {"REDIS_URL": "redis://127.0.0.1:abc/0"}, "got 'redis://127.0.0.1:abc/0'"),
+    (("worker",), {"REDIS_URL": "http://127.0.0.1/"}, "REDIS_URL must be a URL"),
 ])
 def test_user_mistakes_end_with_one_line(args, env, words):
     """Bad settings or a missing Redis end with one `simlib: error:` line and exit 2."""

@@ -52,6 +52,11 @@ def test_defaults_are_the_documented_ones():
     ("REDIS_PORT", "abc", "REDIS_PORT must be a whole number"),
     ("LOGGER_MODULE", "kafka", "LOGGER_MODULE must be 'default' or 'redis'"),
     ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be"),
+    ("REDIS_URL", "notaurl", "REDIS_URL must be a URL such as redis://"),
+    ("REDIS_URL", "localhost:6379", "REDIS_URL must be a URL .* got 'localhost:6379'"),
+    ("REDIS_URL", "redis://127.0.0.1:abc/0", "REDIS_URL must be a URL .*abc"),
+    ("REDIS_URL", "http://example.com", "REDIS_URL must be a URL .*schemes"),
+    ("REDIS_HOST", "a:b:c", "REDIS_HOST must be a URL"),
 ])
 def test_bad_values_name_the_variable(name, value, words):
     """A bad value raises SettingsError whose message names the variable and the rule."""
