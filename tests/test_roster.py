@@ -212,7 +212,9 @@ def test_load_roster_reads_lists_and_id_maps(tmp_path):
     (None, ["does not exist"]),
     ("[{", ["not valid JSON"]),
     ('"heroes"', ["must hold a list"]),
-    ('[{"id": "1"}, 7]', ["item 1", "int"]),
+    ('[{"id": "1"}, 7]', ["item 2 of the list is a number, not a hero object"]),
+    ('{"a": 1}', ["the value of 'a' is a number, not a hero object"]),
+    ('{"a": null}', ["the value of 'a' is null"]),
 ])
 def test_load_roster_rejects_bad_files(tmp_path, content, words):
     """A missing, non-JSON or wrongly shaped file raises RosterError naming the file."""
