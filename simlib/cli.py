@@ -453,57 +453,15 @@ def _build_db(settings, args) -> int:
     return 0
 
 
-def format_reply(reply, indent: str = "") -> str:
-    """A reply as redis-cli prints it to a terminal."""
-    if reply is None:
-        return "(nil)"
-    if isinstance(reply, bool):
-        return f"(integer) {int(reply)}"
-    if isinstance(reply, int):
-        return f"(integer) {reply}"
-    if isinstance(reply, (list, tuple, set)):
-        items = list(reply)
-        if not items:
-            return "(empty array)"
-        width = len(str(len(items)))
-        lines = []
-        for i, item in enumerate(items, 1):
-            label = f"{i:>{width}}) "
-            body = format_reply(item, indent + " " * len(label))
-            lines.append((indent if i > 1 else "") + label + body)
-        return "\n".join(lines)
-    if isinstance(reply, dict):
-        return format_reply([x for kv in reply.items() for x in kv], indent)
-    return json.dumps(reply, ensure_ascii=False) if isinstance(reply, str) else str(reply)
-
-
 def _cli(settings, args) -> int:
-    import redis  # noqa: PLC0415
-
-    from .store import connect  # noqa: PLC0415
+    from .rediscli import ErrorReply, piped, run_command, terminal  # noqa: PLC0415
 
     if not args.words:
         raise UserError("give a command, for example: simlib cli LLEN games:players:2")
     _need_redis(settings, "simlib cli")
-    with connect(settings) as client:
-        try:
-            reply = client.execute_command(*args.words)
-        except redis.ResponseError as exc:
-            print(f"(error) {exc}")
-            return 1
-    print(format_reply(reply) if sys.stdout.isatty() else raw_reply(reply))
-    return 0
-
-
-def raw_reply(reply) -> str:
-    """A reply as redis-cli prints it into a pipe: bare values, one per line."""
-    if reply is None:
-        return ""
-    if isinstance(reply, dict):
-        reply = [x for kv in reply.items() for x in kv]
-    if isinstance(reply, (list, tuple, set)):
-        return "\n".join(raw_reply(x) for x in reply)
-    return str(int(reply)) if isinstance(reply, bool) else str(reply)
+    reply = run_command(settings.redis_url, args.words)
+    sys.stdout.buffer.write((terminal(reply).encode() if sys.stdout.isatty() else piped(reply)) + b"\n")
+    return 1 if isinstance(reply, ErrorReply) else 0
 
 
 def _bench(settings, args) -> int:

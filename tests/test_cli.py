@@ -342,3 +342,79 @@ def test_run_on_a_busy_port_is_one_line(redis_server):
     line = one_line_error(proc)
     assert "did not start" in line and f"port {port} on 127.0.0.1 is already in use" in line
     assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [line]  # the server's own line is not repeated
+
+
+# -- simlib cli: redis-cli's output ----------------------------------------------------------
+
+# (command, what a pipe gets, what a terminal shows), as redis-cli 7 prints them; the keys
+# are set up by CLI_KEYS before each command
+CLI_CASES = [
+    (["PING"], "PONG\n", "PONG\n"),
+    (["SET", "foo", "bar"], "OK\n", "OK\n"),
+    (["GET", "status"], "Completed\n", '"Completed"\n'),
+    (["GET", "nope"], "\n", "(nil)\n"),
+    (["LLEN", "list"], "3\n", "(integer) 3\n"),
+    (["LRANGE", "list", "1", "1"], "b c\n", '1) "b c"\n'),
+    (["LRANGE", "list", "0", "-1"], "a\nb c\né\n\n", '1) "a"\n2) "b c"\n3) "\\xc3\\xa9\\n"\n'),
+    (["SMEMBERS", "nope"], "\n", "(empty array)\n"),
+    (["HGETALL", "hash"], "id\n7\nhealth\n0\n", '1) "id"\n2) "7"\n3) "health"\n4) "0"\n'),
+    (["HGET", "hash", "id"], "7\n", '"7"\n'),
+    (["TYPE", "hash"], "hash\n", "hash\n"),
+    (["INCR", "status"], "ERR value is not an integer or out of range\n\n",
+     "(error) ERR value is not an integer or out of range\n"),
+    (["EVAL", "return {1, {2, 'x'}, {}}", "0"], "1\n2\nx\n\n",
+     '1) (integer) 1\n2) 1) (integer) 2\n   2) "x"\n3) (empty array)\n'),
+]
+
+
+def cli_keys(client: redis.Redis) -> None:
+    client.delete("foo", "status", "list", "hash", "nope")
+    client.set("status", "Completed")
+    client.rpush("list", "a", "b c", "é\n")
+    client.hset("hash", mapping={"id": "7", "health": "0"})
+
+
+def in_terminal(cmd: list[str], env: dict) -> str:
+    """What ``cmd`` prints when its standard output is a terminal (a pseudo-terminal here)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(60)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("words,piped,shown", CLI_CASES, ids=[" ".join(c[0][:2]) for c in CLI_CASES])
+def test_simlib_cli_prints_what_redis_cli_prints(r, redis_server, words, piped, shown):
+    """`simlib cli` prints each reply as redis-cli does into a pipe and to a terminal (PONG, OK, quoted
+    strings, (integer), (nil), nested arrays, errors with their code), and as the real redis-cli when installed."""
+    env = clean_env(REDIS_URL=redis_server.url)
+    cli_keys(r)
+    proc = subprocess.run([sys.executable, "-m", "simlib", "cli", *words], env=env, cwd=ROOT, capture_output=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.stdout.decode() == piped
+    assert proc.returncode == (1 if words[0] == "INCR" else 0)
+    cli_keys(r)
+    assert in_terminal([sys.executable, "-m", "simlib", "cli", *words], env) == shown
+    real = shutil.which("redis-cli")
+    if real:
+        cli_keys(r)
+        assert subprocess.run([real, "-u", redis_server.url, *words], capture_output=True,
+                              timeout=60).stdout.decode() == piped
+        cli_keys(r)
+        assert in_terminal([real, "-u", redis_server.url, *words], env) == shown
