@@ -1114,7 +1114,7 @@ show(heroes[["name", "health", "attack"]].head(), log, title="heroes_frame(r)")
 The worker set an expiry on the finished games, but they are still there (300 s). The attacks
 the bots recorded for one game are exactly the records in its log list.
 #%% code
-g = games.query("outcome == 'COMPLETE'")["game"].iloc[0]
+g = games.query("outcome == 'Completed'")["game"].iloc[0]
 with CommandLog(r) as log:
     in_redis = [json.loads(text) for text in r.lrange(f"games:{g}:logs", 0, -1)]
 from_bots = attacks.query("game == @g")
@@ -1133,7 +1133,7 @@ explore.plot_win_rate(players, heroes, "attack", bins=6, ax=axes[0])
 explore.plot_win_rate(players, heroes, "health", bins=6, ax=axes[1])
 fig.tight_layout()
 #%% code
-done = players.query("outcome == 'COMPLETE'").assign(attack=lambda t: t["hero_id"].map(heroes["attack"]),
+done = players.query("outcome == 'Completed'").assign(attack=lambda t: t["hero_id"].map(heroes["attack"]),
                                                     health=lambda t: t["hero_id"].map(heroes["health"]))
 done.groupby(pd.qcut(done["attack"], 4), observed=True)["won"].agg(["mean", "size"]).rename(
     columns={"mean": "win rate", "size": "hero-games"})
@@ -1145,7 +1145,7 @@ explore.plot_game_length(games, ax=axes[0])
 explore.plot_damage(attacks, ax=axes[1])
 fig.tight_layout()
 #%% code
-games.query("outcome == 'COMPLETE'").groupby("participants")["turns"].describe()
+games.query("outcome == 'Completed'").groupby("participants")["turns"].describe()
 #%% md
 ## Games per minute
 
@@ -1166,7 +1166,7 @@ check(answer1, lambda a: counts.get(a, 0) == counts.max(), "value_counts() of ga
 **Exercise 2.** What is the median length, in turns, of completed 2-player games?
 #%% code
 answer2 = ...  # your code here
-check(answer2, float(games.query("outcome == 'COMPLETE' and participants == 2")["turns"].median()),
+check(answer2, float(games.query("outcome == 'Completed' and participants == 2")["turns"].median()),
       "filter games on outcome and participants, then .median() of turns");
 #%% md
 **Exercise 3.** What share of all attacks killed their target (a number between 0 and 1)?
@@ -1179,8 +1179,8 @@ check(answer3, float(attacks["killed"].mean()), "attacks['killed'] is True when 
 answer1 = games["winner_hero_name"].value_counts().idxmax()
 assert check(answer1, lambda a: counts.get(a, 0) == counts.max())
 
-answer2 = games[(games["outcome"] == "COMPLETE") & (games["participants"] == 2)]["turns"].median()
-assert check(answer2, float(games.query("outcome == 'COMPLETE' and participants == 2")["turns"].median()))
+answer2 = games[(games["outcome"] == "Completed") & (games["participants"] == 2)]["turns"].median()
+assert check(answer2, float(games.query("outcome == 'Completed' and participants == 2")["turns"].median()))
 
 answer3 = (attacks["health_post"] == 0).sum() / len(attacks)
 assert check(answer3, float(attacks["killed"].mean()))
@@ -1427,6 +1427,7 @@ from redis.crc import key_slot
 
 from simlib.balancer import NGINX_CONF, nginx_available, start_nginx, upstream_port
 from simlib.config import Settings
+from simlib.explore import players_frame
 from simlib.keys import EVENTS_CHANNEL, LOBBY_CHANNEL
 from simlib.launch import start_players, start_server
 from simlib.roster import build_db, load_roster
@@ -1489,7 +1490,7 @@ tap = PubSubTap(r, LOBBY_CHANNEL).start()
 bots = start_players(urls, players=12, games=3, seed=8)
 assert bots.join(60), "the bots did not finish in time"
 assert not bots.failures and not bots.recorder.errors, bots.recorder.errors[:3]
-played = pd.DataFrame(bots.recorder.games)
+played = players_frame(bots.recorder.games)  # one row per bot and game, outcomes as Redis says them
 print(f"{played['game'].nunique()} games, {len(bots.recorder.attacks)} attacks, no bot errors")
 played.groupby("outcome")["game"].nunique().rename("games")
 #%% md
@@ -1627,7 +1628,7 @@ join or an attack runs on the node of its game.
 Take a completed game and look for its keys on every node: they are all on one node, and all
 in one slot, because they all carry the game token as their hash tag.
 #%% code
-g = result.games_frame().query("outcome == 'COMPLETE'")["game"].iloc[0]
+g = result.games_frame().query("outcome == 'Completed'")["game"].iloc[0]
 home = node_of(f"games:{{{g}}}:status")
 with CommandLog(nodes[home]) as log:
     game_keys = keys_frame(nodes[home], f"games:{{{g}}}*", width=50)

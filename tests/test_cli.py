@@ -79,7 +79,22 @@ def test_run_writes_parquet(tmp_path, redis_server):
     players = pd.read_parquet(out / "players.parquet")
     assert len(games) == summary["games"] and len(attacks) == summary["attacks"]
     assert len(players) == 4 * 2
-    assert (games.loc[games["outcome"] == "COMPLETE", "winner"].notna()).all()
+    assert (games.loc[games["outcome"] == "Completed", "winner"].notna()).all()
+    # one vocabulary: an outcome is the status Redis holds for the game (no worker ran: all are there)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert games["outcome"].tolist() == [client.get(f"games:{g}:status") for g in games["game"]]
+    assert set(players["outcome"]) <= {"Completed", "Timed Out"}
+    client.close()
+    # one set of types: hero ids are integers that may be missing (never floats), one time unit
+    import pyarrow.parquet as pq
+
+    schemas = {name: pq.read_schema(out / f"{name}.parquet") for name in ("games", "players", "attacks")}
+    assert str(schemas["games"].field("winner_hero").type) == str(schemas["players"].field("hero_id").type) == "int64"
+    assert games["winner_hero"].isna().tolist() == (games["outcome"] != "Completed").tolist()
+    times = {f"{name}.{field.name}": str(field.type) for name, schema in schemas.items() for field in schema
+             if str(field.type).startswith("timestamp")}
+    assert set(times) == {"games.started", "games.ended", "players.joined_at", "players.ended_at", "attacks.time"}
+    assert set(times.values()) == {"timestamp[us, tz=UTC]"}
 
 
 def _cli(url: str, *words: str) -> str:
