@@ -711,7 +711,10 @@ def diagram(mermaid: str):
 
 def _same(answer: Any, expected: Any) -> bool:
     if callable(expected):
-        return bool(expected(answer))
+        try:
+            return bool(expected(answer))
+        except Exception:  # an answer of the wrong kind (a name where an id goes): not yet, no traceback
+            return False
     if isinstance(expected, float) or isinstance(answer, float):
         try:
             return math.isclose(float(answer), float(expected), rel_tol=1e-6, abs_tol=1e-9)
@@ -730,7 +733,9 @@ def _same(answer: Any, expected: Any) -> bool:
 def check(answer: Any, expected: Any, hint: str = "") -> bool:
     """Say whether a "Try it yourself" answer is right; ``expected`` may be a predicate.
 
-    An answer still at ``...`` (the placeholder) is simply "not yet"."""
+    An answer still at ``...`` (the placeholder) is simply "not yet". The notebooks pass
+    ``expected[n]`` from a cell whose code is collapsed, so an exercise's cell does not
+    show its answer."""
     right = answer is not Ellipsis and _same(answer, expected)
     print("✅ Right" if right else f"❌ Not yet: {hint}" if hint else "❌ Not yet")
     return right

@@ -164,7 +164,7 @@ def test_commandstats_frame_counts_commands(r):
 
 @pytest.mark.parametrize("answer, expected, right", [
     (..., 3, False), (3, 3, True), (4, 3, False), (0.30000001, 0.3, True), ("x", 0.3, False),
-    ([2, 1], {1, 2}, True), (7, lambda a: a > 5, True)])
+    ([2, 1], {1, 2}, True), (7, lambda a: a > 5, True), ("x", lambda a: {1: True}[a], False)])
 def test_check_says_right_or_not_yet(answer, expected, right, capsys):
     """check() prints the verdict and returns it; the placeholder is never right."""
     assert check(answer, expected, "a hint") is right
