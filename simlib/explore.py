@@ -88,9 +88,14 @@ def games_frame(players: pd.DataFrame, attacks: pd.DataFrame, hero_names: Mappin
         return pd.DataFrame(columns=["game", "participants", "outcome", "players_seen", "turns", "damage",
                                      "winner", "winner_hero", "winner_hero_name", "started", "ended", "duration_s"]
                             ).astype(_GAME_TYPES)
+    # a game's outcome as its players saw it end: a row that saw the game's final status
+    # wins over one of a player who left before (as in RunResult.summary)
+    saw_end = players["outcome"].isin(STATUS.ENDED)
+    outcome = players[saw_end].groupby("game")["outcome"].first()
     per_game = players.groupby("game", sort=False).agg(
         participants=("participants", "first"), outcome=("outcome", "first"),
         players_seen=("user", "nunique"), started=("joined_at", "min"), ended=("ended_at", "max"))
+    per_game["outcome"] = outcome.reindex(per_game.index).fillna(per_game["outcome"])
     turns = attacks.groupby("game").agg(turns=("damage", "size"), damage=("damage", "sum"))
     frame = per_game.join(turns).fillna({"turns": 0, "damage": 0})
     winners = players[players.get("won", False) == True]  # noqa: E712 (pandas mask)
