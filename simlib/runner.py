@@ -115,7 +115,7 @@ class RunResult:
         lines = [
             f"{'Interrupted' if s['interrupted'] else 'Finished'} in {s['seconds']:.1f} s: "
             f"{s['players']} players, {s['servers']} server(s), {s['workers']} worker(s)",
-            f"games     {s['games']} ({sizes}); {s['player_games']} player-games (one per player and game, as the progress bar counts)",
+            f"games     {s['games']} ({sizes}); {s['player_games']} player-games (the progress bar's count)",
             f"outcome   {s['completed']} completed, {s['timed_out']} timed out",
             f"attacks   {s['attacks']} ({s['attacks_per_s']:.1f} per second)",
         ]

@@ -222,7 +222,7 @@ def test_run_from_a_folder_holding_a_simlib_directory(tmp_path):
                           text=True, timeout=240, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert "wrong simlib" not in proc.stderr
-    assert "; 2 player-games (one per player and game" in proc.stdout
+    assert "; 2 player-games (the progress bar's count)" in proc.stdout
 
 
 def test_missing_roster_file_is_one_line(redis_server, tmp_path):
