@@ -87,7 +87,8 @@ def test_exercise_checks_do_not_show_their_answers(path):
     answers = [c for c in section if any(isinstance(node, ast.Assign) and any(
         isinstance(t, ast.Name) and t.id == "expected" for t in node.targets) for node in ast.parse(c.source).body)]
     assert len(answers) == 1, "one cell sets expected = {...}"
-    assert answers[0].metadata.get("jupyter", {}).get("source_hidden") is True, "the expected answers' cell is collapsed"
+    hidden = answers[0].metadata.get("jupyter", {}).get("source_hidden")
+    assert hidden is True, "the expected answers' cell is collapsed"
     checks = [node for c in section if c is not answers[0] for node in ast.walk(ast.parse(c.source))
               if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check"]
     assert checks, "the exercises have check cells"

@@ -222,6 +222,7 @@ def test_frames_speak_redis_statuses_and_keep_their_types():
     assert games["winner_hero"].tolist()[0] == 2 and pd.isna(games["winner_hero"].tolist()[1])
     for frame in (games, players, games_frame(players_frame([]), attacks_frame([])), players_frame([])):
         types = frame.dtypes.astype(str).to_dict()
-        assert {types[c] for c in ("started", "ended", "joined_at", "ended_at") if c in types} == {"datetime64[us, UTC]"}
+        times = {types[c] for c in ("started", "ended", "joined_at", "ended_at") if c in types}
+        assert times == {"datetime64[us, UTC]"}
         assert {types[c] for c in ("hero_id", "winner_hero") if c in types} == {"Int64"}
     assert str(attacks_frame([]).dtypes["time"]) == "datetime64[us, UTC]"
