@@ -40,22 +40,39 @@ class UserError(Exception):
     """A mistake the user can fix; printed as one line."""
 
 
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _games(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value == 0 or value < -1:
         raise argparse.ArgumentTypeError(f"must be a positive number or -1 (no limit), got {value}")
     return value
 
 
+def _workers(text: str) -> int:
+    value = _whole(text)
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 64, got {value}")
+    return value
+
+
 def _share(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
@@ -76,10 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog=_ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--players", type=_positive, default=10, help="bot players (default 10)")
     run.add_argument("--games", type=_games, default=None, help="games per player (default CLIENT_GAMES, 10)")
-    run.add_argument("--workers", type=int, default=1, choices=range(0, 65), metavar="W",
-                     help="clean-up workers (default 1; 0 keeps every game in Redis)")
+    run.add_argument("--workers", type=_workers, default=None, metavar="W",
+                     help="clean-up workers, 0 to 64 (default 1, or 0 with --keep; 0 keeps every game in Redis)")
     run.add_argument("--servers", type=_positive, default=1, help="game server processes (default 1)")
-    run.add_argument("--seed", type=int, default=None, help="seed for the bots' choices (repeatable runs)")
+    run.add_argument("--seed", type=_whole, default=None, help="seed for the bots' choices (repeatable runs)")
     run.add_argument("--bot", choices=("fast", "v1", "v2"), default="fast",
                      help="fast: v1 frames over connections kept open (default); v1: a new connection per "
                           "step, as the original bots; v2: the session protocol, one connection per bot")
@@ -91,16 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="also write games/players/attacks as Parquet files to DIR")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument("--keep", action="store_true",
-                     help="keep the embedded Redis running after the summary (Ctrl-C to stop), to explore it")
+                     help="keep every game to explore it: no clean-up worker, and an embedded Redis stays up "
+                          "after the summary (Ctrl-C to stop)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--server-mode", choices=("process", "thread"), default="process",
                      help="run servers as processes (default, uses more cores) or threads")
-    run.add_argument("--player-procs", type=int, default=1, metavar="P",
+    run.add_argument("--player-procs", type=_whole, default=1, metavar="P",
                      help="spread the bots over P processes (default 1: a thread of this one; more use more cores)")
 
     server = sub.add_parser("server", help="run one game server in the foreground")
     server.add_argument("--host", default=None, help="interface (default WEBSOCKET_HOST)")
-    server.add_argument("--port", type=int, default=None, help="port (default WEBSOCKET_PORT; 0 = free port)")
+    server.add_argument("--port", type=_whole, default=None, help="port (default WEBSOCKET_PORT; 0 = free port)")
     server.add_argument("--roster", metavar="FILE", default=None,
                         help="load this roster file ('default': the kit's own) whenever Redis is found without "
                              "heroes, e.g. after it restarted empty (default: only at start, with an embedded Redis)")
@@ -127,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     player = sub.add_parser("player", help="run bot players against WEBSOCKET_HOST:WEBSOCKET_PORT")
     player.add_argument("--players", type=_positive, default=1, help="bots in this process (default 1)")
     player.add_argument("--games", type=_games, default=None, help="games per bot (default CLIENT_GAMES)")
-    player.add_argument("--seed", type=int, default=None, help="seed for the bots' choices")
+    player.add_argument("--seed", type=_whole, default=None, help="seed for the bots' choices")
     player.add_argument("--bot", choices=("fast", "v1", "v2"), default="v1",
                         help="bot style: v1 (default, as the original bots), fast (v1 frames, connections kept "
                              "open) or v2 (session protocol)")
@@ -164,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_argument("words", nargs=argparse.REMAINDER, metavar="COMMAND [ARG ...]")
 
     rds = sub.add_parser("redis", help="start an embedded Redis in the foreground and print its URL")
-    rds.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    rds.add_argument("--port", type=_whole, default=0, help="port (default: a free one)")
     return parser
 
 
@@ -211,14 +229,24 @@ def main(argv: list[str] | None = None) -> int:
         print("\nsimlib: stopped", file=sys.stderr)
         return 130
     except UserError as exc:
-        print(f"simlib: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, str(exc))
     except Exception as exc:  # known user-facing failures become one line
         text = _explain(exc)
         if text is None:
             raise
+        return _fail(args, text)
+
+
+def _fail(args, text: str) -> int:
+    """Say a user mistake in one line. A part a launcher started (``--announce``) hands
+    the line to the launcher instead, which says it once, with the part's name."""
+    if getattr(args, "announce", False):
+        from .launch import FAILED  # noqa: PLC0415
+
+        print(f"{FAILED} {text}", flush=True)
+    else:
         print(f"simlib: error: {text}", file=sys.stderr)
-        return 2
+    return 2
 
 
 def _explain(exc: BaseException) -> str | None:
@@ -230,8 +258,8 @@ def _explain(exc: BaseException) -> str | None:
 
     if isinstance(exc, (SettingsError, RosterError, RedisUnavailable, PartStartError)):
         return str(exc)
-    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-        return f"a port is already in use ({exc.strerror}); set WEBSOCKET_PORT to a free port, or 0 for any"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:  # a server says which port, and why
+        return f"a port is already in use ({exc.strerror})"
     if isinstance(exc, OSError) and exc.filename:
         return f"cannot write or read {exc.filename}: {exc.strerror}"
     import redis  # noqa: PLC0415
@@ -258,6 +286,11 @@ def _run(settings, args) -> int:
 
     if not 1 <= args.player_procs <= args.players:
         raise UserError(f"--player-procs must be between 1 and --players ({args.players}), got {args.player_procs}")
+    if args.keep and args.workers:
+        raise UserError("--keep keeps every game in Redis, so it runs no clean-up worker: leave out --workers")
+    workers = args.workers if args.workers is not None else 0 if args.keep else 1
+    if args.out:
+        _writable_folder(args.out)  # before the run, not after it
     settings, embedded = ensure_redis(settings)
     if embedded is not None:
         print(f"Embedded Redis at {embedded.url} (set REDIS_URL to use your own)", file=sys.stderr)
@@ -266,7 +299,7 @@ def _run(settings, args) -> int:
 
         # pub/sub gets everything; the terminal stays readable, and stdout is the summary's
         setup_logging(settings, stdout_level="WARNING", stream=sys.stderr)
-        result = simulate(settings, players=args.players, games=args.games, workers=args.workers,
+        result = simulate(settings, players=args.players, games=args.games, workers=workers,
                           servers=args.servers, seed=args.seed, style=args.bot, progress=not args.no_progress,
                           server_mode=args.server_mode, two_share=args.two_share, player_procs=args.player_procs,
                           drop_rate=args.drop_rate)
@@ -276,10 +309,11 @@ def _run(settings, args) -> int:
             print(result.report())
         if args.out:
             for path in result.to_parquet(args.out):
-                print(f"wrote {path}")
+                print(f"wrote {path}", file=sys.stderr)  # stdout holds the summary only (JSON with --json)
         if args.keep and embedded is not None:
+            sys.stdout.flush()
             print(f"\nRedis stays up at {embedded.url} — try:  redis-cli -u {embedded.url} LLEN games:players:2\n"
-                  "Press Ctrl-C to stop it.", file=sys.stderr)
+                  "Press Ctrl-C to stop it.", file=sys.stderr, flush=True)
             threading.Event().wait()
         if result.interrupted:
             return 130
@@ -287,6 +321,18 @@ def _run(settings, args) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _writable_folder(path: str) -> None:
+    """Create ``path`` and write a file in it, or say in one line why that fails."""
+    import tempfile  # noqa: PLC0415
+
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UserError(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
 
 
 def _server(settings, args) -> int:
@@ -315,7 +361,14 @@ def _server(settings, args) -> int:
         from . import aio  # noqa: PLC0415
 
         aio.tune_gc()
-        server.run()
+        try:
+            server.run()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            fix = ("choose another with --port, or --port 0 for any free port" if args.port is not None
+                   and not args.announce else "set WEBSOCKET_PORT to a free port, or 0 for any")
+            raise UserError(f"port {server.port} on {server.host} is already in use: {fix}") from None
         return 0
     finally:
         if embedded is not None:
@@ -407,8 +460,18 @@ def _build_db(settings, args) -> int:
     if args.action == "pull":
         from tqdm.auto import tqdm  # noqa: PLC0415
 
-        with tqdm(unit="hero", desc="pulling") as bar:
-            heroes = pull_roster(settings, path, progress=lambda n: bar.update(n - bar.n))
+        bar = None  # drawn with the first hero: a pull refused at once draws none
+
+        def progress(n: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(unit="hero", desc="pulling")
+            bar.update(n - bar.n)
+        try:
+            heroes = pull_roster(settings, path, progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
         print(f"wrote {len(heroes)} heroes to {path}", file=sys.stderr)
     else:
         heroes = load_roster(args.file)
@@ -417,57 +480,15 @@ def _build_db(settings, args) -> int:
     return 0
 
 
-def format_reply(reply, indent: str = "") -> str:
-    """A reply as redis-cli prints it to a terminal."""
-    if reply is None:
-        return "(nil)"
-    if isinstance(reply, bool):
-        return f"(integer) {int(reply)}"
-    if isinstance(reply, int):
-        return f"(integer) {reply}"
-    if isinstance(reply, (list, tuple, set)):
-        items = list(reply)
-        if not items:
-            return "(empty array)"
-        width = len(str(len(items)))
-        lines = []
-        for i, item in enumerate(items, 1):
-            label = f"{i:>{width}}) "
-            body = format_reply(item, indent + " " * len(label))
-            lines.append((indent if i > 1 else "") + label + body)
-        return "\n".join(lines)
-    if isinstance(reply, dict):
-        return format_reply([x for kv in reply.items() for x in kv], indent)
-    return json.dumps(reply, ensure_ascii=False) if isinstance(reply, str) else str(reply)
-
-
 def _cli(settings, args) -> int:
-    import redis  # noqa: PLC0415
-
-    from .store import connect  # noqa: PLC0415
+    from .rediscli import ErrorReply, piped, run_command, terminal  # noqa: PLC0415
 
     if not args.words:
         raise UserError("give a command, for example: simlib cli LLEN games:players:2")
     _need_redis(settings, "simlib cli")
-    with connect(settings) as client:
-        try:
-            reply = client.execute_command(*args.words)
-        except redis.ResponseError as exc:
-            print(f"(error) {exc}")
-            return 1
-    print(format_reply(reply) if sys.stdout.isatty() else raw_reply(reply))
-    return 0
-
-
-def raw_reply(reply) -> str:
-    """A reply as redis-cli prints it into a pipe: bare values, one per line."""
-    if reply is None:
-        return ""
-    if isinstance(reply, dict):
-        reply = [x for kv in reply.items() for x in kv]
-    if isinstance(reply, (list, tuple, set)):
-        return "\n".join(raw_reply(x) for x in reply)
-    return str(int(reply)) if isinstance(reply, bool) else str(reply)
+    reply = run_command(settings.redis_url, args.words)
+    sys.stdout.buffer.write((terminal(reply).encode() if sys.stdout.isatty() else piped(reply)) + b"\n")
+    return 1 if isinstance(reply, ErrorReply) else 0
 
 
 def _bench(settings, args) -> int:

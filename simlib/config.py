@@ -94,6 +94,17 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _redis_url(name: str, raw: str) -> str:
+    """``raw`` if redis-py can connect with it (its own URL parser says)."""
+    from redis.connection import parse_url  # noqa: PLC0415 (config stays light to import)
+
+    try:
+        parse_url(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a URL such as redis://localhost:6379/0, got {raw!r} ({exc})") from None
+    return raw
+
+
 @dataclasses.dataclass(frozen=True)
 class Variable:
     """One environment variable: its name, the field it sets, its default as the docs
@@ -120,7 +131,7 @@ class Settings:
     redis_url: str | None = _var(
         "REDIS_URL", None, "where Redis is (redis://, rediss:// or unix://); REDIS_HOST, REDIS_PORT and "
         "REDIS_DB build one instead. None of them set: simlib starts its own embedded Valkey server",
-        shown="none (embedded)")
+        _redis_url, shown="none (embedded)")
     redis_cluster: bool = _var("REDIS_CLUSTER", False, "1: hash-tagged keys for a Redis Cluster "
                                "(REDIS_URL names any node)", _flag, shown="0")
     redis_expiry: int = _var("REDIS_EXPIRY", 30, "seconds the worker leaves a finished game's keys", _int(1))
@@ -215,7 +226,7 @@ class Settings:
             host = env.get("REDIS_HOST") or "localhost"
             port = _int(1)("REDIS_PORT", env.get("REDIS_PORT") or "6379")
             db = _int(0)("REDIS_DB", env.get("REDIS_DB") or "0")
-            values["redis_url"] = f"redis://{host}:{port}/{db}"
+            values["redis_url"] = _redis_url("REDIS_HOST", f"redis://{host}:{port}/{db}")
         elif url is not None and env.get("REDIS_DB") and url.rstrip("/").count("/") == 2:
             values["redis_url"] = f"{url.rstrip('/')}/{_int(0)('REDIS_DB', env['REDIS_DB'])}"
         if "api_url" in values:

@@ -2,6 +2,12 @@
 
 ``*_frame()`` functions return DataFrames; ``plot_*`` take ``ax=None`` and return the
 Axes. pandas and matplotlib are imported here only, so the server and bots start fast.
+
+One vocabulary and one set of types in every frame (and so in the Parquet files a run
+writes): an outcome is the game's final status as Redis holds it (``Completed``,
+``Timed Out``), not the frame a bot was pushed (``COMPLETE``, ``TIMED OUT``); times are
+``datetime64[us, UTC]``; counts and amounts are ``int64``; hero ids are ``Int64``,
+pandas' integer that can be missing (a game nobody won has no winning hero).
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
+from . import protocol as P
+from .game import STATUS
 from .keys import Keyspace
 
 __all__ = [
+    "OUTCOMES",
     "attacks_frame",
     "players_frame",
     "games_frame",
@@ -24,6 +33,18 @@ __all__ = [
     "plot_damage",
     "plot_games_per_minute",
 ]
+
+
+#: a bot's last pushed frame → the game's final status in Redis. A frame not listed
+#: here passes through unchanged (add new outcomes here, once for every frame).
+OUTCOMES = {P.COMPLETE: STATUS.COMPLETED, P.TIMED_OUT: STATUS.TIMED_OUT}
+TIME = "datetime64[us, UTC]"
+HERO_ID = "Int64"
+_ATTACK_TYPES = {"time": TIME, "damage": "int64", "health_prior": "int64", "health_post": "int64"}
+_PLAYER_TYPES = {"participants": "int64", "hero_id": HERO_ID, "attacks": "int64", "damage": "int64",
+                 "joined_at": TIME, "ended_at": TIME, "errors": "int64"}
+_GAME_TYPES = {"participants": "int64", "players_seen": "int64", "turns": "int64", "damage": "int64",
+               "winner_hero": HERO_ID, "started": TIME, "ended": TIME, "duration_s": "float64"}
 
 
 def attacks_frame(records: Iterable[Mapping]) -> pd.DataFrame:
@@ -39,6 +60,7 @@ def attacks_frame(records: Iterable[Mapping]) -> pd.DataFrame:
         })
     frame = pd.DataFrame(rows, columns=["time", "game", "attacker", "enemy", "damage", "health_prior", "health_post"])
     frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
+    frame = frame.astype(_ATTACK_TYPES)
     frame["killed"] = frame["health_post"] == 0
     return frame.sort_values(["time"], kind="stable").reset_index(drop=True)
 
@@ -49,10 +71,12 @@ def players_frame(games: Iterable[Mapping], killed: set[tuple[str, str]] | None 
     cols = ["game", "user", "name", "bot", "participants", "hero_id", "outcome", "attacks", "damage",
             "joined_at", "ended_at", "errors"]
     frame = pd.DataFrame([{c: g.get(c) for c in cols} for g in games], columns=cols)
+    frame["outcome"] = [OUTCOMES.get(o, o) for o in frame["outcome"]]
     for c in ("joined_at", "ended_at"):
         frame[c] = pd.to_datetime(frame[c], unit="s", utc=True)
+    frame = frame.astype(_PLAYER_TYPES)
     if killed is not None:
-        frame["won"] = [o == "COMPLETE" and (g, u) not in killed
+        frame["won"] = [o == STATUS.COMPLETED and (g, u) not in killed
                         for g, u, o in zip(frame["game"], frame["user"], frame["outcome"])]
     return frame
 
@@ -62,10 +86,16 @@ def games_frame(players: pd.DataFrame, attacks: pd.DataFrame, hero_names: Mappin
     """One row per game: size, outcome, turns, winner and winning hero, timing."""
     if players.empty:
         return pd.DataFrame(columns=["game", "participants", "outcome", "players_seen", "turns", "damage",
-                                     "winner", "winner_hero", "winner_hero_name", "started", "ended", "duration_s"])
+                                     "winner", "winner_hero", "winner_hero_name", "started", "ended", "duration_s"]
+                            ).astype(_GAME_TYPES)
+    # a game's outcome as its players saw it end: a row that saw the game's final status
+    # wins over one of a player who left before (as in RunResult.summary)
+    saw_end = players["outcome"].isin(STATUS.ENDED)
+    outcome = players[saw_end].groupby("game")["outcome"].first()
     per_game = players.groupby("game", sort=False).agg(
         participants=("participants", "first"), outcome=("outcome", "first"),
         players_seen=("user", "nunique"), started=("joined_at", "min"), ended=("ended_at", "max"))
+    per_game["outcome"] = outcome.reindex(per_game.index).fillna(per_game["outcome"])
     turns = attacks.groupby("game").agg(turns=("damage", "size"), damage=("damage", "sum"))
     frame = per_game.join(turns).fillna({"turns": 0, "damage": 0})
     winners = players[players.get("won", False) == True]  # noqa: E712 (pandas mask)
@@ -74,7 +104,7 @@ def games_frame(players: pd.DataFrame, attacks: pd.DataFrame, hero_names: Mappin
     names = hero_names or {}
     frame["winner_hero_name"] = [names.get(str(int(h))) if pd.notna(h) else None for h in frame["winner_hero"]]
     frame["duration_s"] = (frame["ended"] - frame["started"]).dt.total_seconds()
-    frame[["turns", "damage"]] = frame[["turns", "damage"]].astype(int)
+    frame = frame.astype(_GAME_TYPES)
     return frame.reset_index().sort_values("started", kind="stable").reset_index(drop=True)
 
 
@@ -125,7 +155,7 @@ def _ax(ax):
 def plot_win_rate(players: pd.DataFrame, heroes: pd.DataFrame, stat: str = "attack", bins: int = 8, ax=None):
     """Win rate of the heroes that played, by quantile bin of one of their stats."""
     ax = _ax(ax)
-    done = players[players["outcome"] == "COMPLETE"].copy()
+    done = players[players["outcome"] == STATUS.COMPLETED].copy()
     done[stat] = done["hero_id"].map(heroes[stat])
     done["bin"] = pd.qcut(done[stat], q=bins, duplicates="drop")
     rate = done.groupby("bin", observed=True)["won"].mean()
@@ -140,7 +170,7 @@ def plot_win_rate(players: pd.DataFrame, heroes: pd.DataFrame, stat: str = "atta
 def plot_game_length(games: pd.DataFrame, ax=None):
     """Histogram of turns per completed game, by participant count."""
     ax = _ax(ax)
-    done = games[games["outcome"] == "COMPLETE"]
+    done = games[games["outcome"] == STATUS.COMPLETED]
     for n, group in done.groupby("participants"):
         ax.hist(group["turns"], bins=20, alpha=0.6, label=f"{n} players")
     ax.set_xlabel("turns (attacks) per game")

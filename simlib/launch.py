@@ -27,6 +27,8 @@ __all__ = ["Handle", "PartStartError", "start_server", "start_worker", "start_pl
 
 #: The line a part started with ``--announce`` prints once it is ready.
 READY = "SIMLIB-READY"
+#: The line such a part prints instead of ``simlib: error: ...``, for the launcher to say once.
+FAILED = "SIMLIB-FAILED"
 #: The line a ``simlib player --progress-lines`` prints, with the row as JSON, per finished game.
 GAME = "SIMLIB-GAME"
 
@@ -167,12 +169,18 @@ class _Child:
                                      stdin=subprocess.PIPE, text=True, start_new_session=True)
         self._ready = threading.Event()
         self._announced: list[str] = []
+        self._failure: str | None = None  # the part's own one-line error
         self._ended_early = False
         self.pump = threading.Thread(target=self._read, args=(on_line,), name=f"{name}-stdout", daemon=True)
         self.pump.start()
 
     def _read(self, on_line) -> None:
         for line in self.proc.stdout:  # type: ignore[union-attr]
+            if line.startswith(FAILED):
+                self._failure = line[len(FAILED):].strip()
+                if self._ready.is_set():  # failed after it got ready: say it now
+                    sys.stderr.write(f"simlib: error: {self.name}: {self._failure}\n")
+                continue
             if not self._ready.is_set() and line.startswith(READY):
                 self._announced.append(line.split()[1] if len(line.split()) > 1 else "")
                 self._ready.set()
@@ -189,6 +197,7 @@ class _Child:
             self.proc.wait(5)
             code = self.proc.returncode
             raise PartStartError(f"{self.name} did not start: " + (
+                self._failure if self._failure else
                 f"it exited with code {code} (its own error is above)" if self._ended_early
                 else f"not ready within {timeout:g} s"))
         return self._announced[0]

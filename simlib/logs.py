@@ -51,6 +51,9 @@ class RedisPubSubHandler(logging.Handler):
     """
 
     def __init__(self, url: str, level: int = logging.NOTSET, batch: int = 500):
+        # the client first: a URL redis-py refuses raises here, before logging.Handler
+        # registers this handler for a close() at exit that would find it half built
+        client = redis.Redis.from_url(url, decode_responses=True)
         super().__init__(level)
         self.url = url
         self.batch = batch
@@ -59,7 +62,7 @@ class RedisPubSubHandler(logging.Handler):
         self._enqueued = 0
         self._published = 0
         self._closed = False
-        self._client = redis.Redis.from_url(url, decode_responses=True)
+        self._client = client
         self._thread = threading.Thread(target=self._pump, name="redis-log-publisher", daemon=True)
         self._thread.start()
 

@@ -186,13 +186,24 @@ def load_roster(path: str | Path | None = None) -> list[dict]:
     except json.JSONDecodeError as exc:
         raise RosterError(f"roster file {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if isinstance(data, dict):  # id -> record, as a dump of the superheros hash looks
+        entries = [(f"the value of {key!r}", rec) for key, rec in data.items()]
         data = [{"id": key, **rec} if isinstance(rec, dict) else rec for key, rec in data.items()]
-    if not isinstance(data, list):
-        raise RosterError(f"roster file {path} must hold a list of hero objects, not {type(data).__name__}")
-    for i, rec in enumerate(data):
+    elif isinstance(data, list):
+        entries = [(f"item {i} of the list", rec) for i, rec in enumerate(data, 1)]
+    else:
+        raise RosterError(f"roster file {path} must hold a list of hero objects, not {_json_kind(data)}")
+    for where, rec in entries:
         if not isinstance(rec, dict):
-            raise RosterError(f"roster file {path} item {i} is a {type(rec).__name__}, not a hero object")
+            raise RosterError(f"roster file {path}: {where} is {_json_kind(rec)}, not a hero object "
+                              "(an object with an id, a name and powerstats)")
     return data
+
+
+def _json_kind(value) -> str:
+    """What a JSON value is, in JSON's words: "a number", "a string", "null" ..."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return {int: "a number", float: "a number", str: "a string", list: "a list"}.get(type(value), "an object")
 
 
 def write_roster(heroes: list[dict], path: str | Path | None = None) -> Path:

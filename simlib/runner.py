@@ -94,6 +94,7 @@ class RunResult:
             "seconds": round(self.seconds, 2),
             "players": self.players, "servers": self.servers, "workers": self.workers, "seed": self.seed,
             "games": len(games),
+            "player_games": len(self.recorder.games),
             "games_by_participants": dict(sorted(by_size.items())),
             "completed": outcome.get("COMPLETE", 0),
             "timed_out": outcome.get("TIMED OUT", 0),
@@ -114,7 +115,7 @@ class RunResult:
         lines = [
             f"{'Interrupted' if s['interrupted'] else 'Finished'} in {s['seconds']:.1f} s: "
             f"{s['players']} players, {s['servers']} server(s), {s['workers']} worker(s)",
-            f"games     {s['games']} ({sizes})",
+            f"games     {s['games']} ({sizes}); {s['player_games']} player-games (the progress bar's count)",
             f"outcome   {s['completed']} completed, {s['timed_out']} timed out",
             f"attacks   {s['attacks']} ({s['attacks_per_s']:.1f} per second)",
         ]
@@ -201,7 +202,9 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
         if progress:
             from tqdm.auto import tqdm  # noqa: PLC0415
 
-            bar = tqdm(total=players * games if games > 0 else None, unit="game", desc="games",
+            # one tick per game a bot finished: a 2-player game counts twice (the summary's
+            # "games" are whole games)
+            bar = tqdm(total=players * games if games > 0 else None, unit="player-game", desc="player-games",
                        dynamic_ncols=True, leave=True)
             lock = threading.Lock()
 

@@ -303,7 +303,14 @@ def connect_async(settings: Settings, pool_size: int = 64, wait: float = 30.0,
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """The environment for a child process that must use the same Redis and settings."""
+    """The environment for a child process that must use the same Redis and settings, and
+    import the same ``simlib`` as this process: ``python -m`` would put the current folder
+    first on the import path, and a folder that holds a ``simlib/`` directory (a clone's
+    parent) would then shadow the installed package. So the child leaves the current folder
+    out (PYTHONSAFEPATH) and finds this process's package first (PYTHONPATH)."""
     env = dict(os.environ)
     env.update(settings.to_env())
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONSAFEPATH"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])
     return env

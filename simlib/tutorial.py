@@ -13,8 +13,8 @@ written and tested once, instead of being pasted into every notebook:
   database, because a learner's Redis may hold other data.
 * :func:`login`, :func:`find`, :class:`Lobby`, :func:`hero`, :func:`attack`: a tiny
   synchronous protocol-v1 client, so that a game can be played by hand from cells.
-* :func:`show` puts a result and its command table side by side; :func:`check`
-  answers the "Try it yourself" cells.
+* :func:`show` puts a result and its command table side by side (:func:`side_by_side`
+  builds that display); :func:`check` answers the "Try it yourself" cells.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ __all__ = [
     "login",
     "reset",
     "show",
+    "side_by_side",
 ]
 
 _MARKER = "simlib-commandlog:"
@@ -122,6 +123,16 @@ def _cli_quote(arg: str) -> str:
 
 def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+_UUID = re.compile(r"\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+
+
+def _brief(text: str, width: int) -> str:
+    """Text for a table cell: each token (a UUID) cut to its first 8 characters and "…",
+    so what follows a token stays readable (``games:2c2936c9…:status``); only then, if
+    the text is still longer than ``width``, its end is cut."""
+    return _short(_UUID.sub(r"\1…", text), width)
 
 
 class CommandLog:
@@ -285,12 +296,13 @@ class CommandLog:
                          for e in self.entries if not mine or e["client"] == self._me)
 
     def table(self, width: int = 90) -> pd.DataFrame:
-        """A display table: ms since the first command, who sent it, the command line."""
+        """A display table: ms since the first command, who sent it, the command line
+        (tokens shortened, see :func:`_brief`)."""
         if not self.entries:
             return pd.DataFrame(columns=["ms", "who", "command"])
         t0 = self.entries[0]["time"]
         rows = [{"ms": round((e["time"] - t0) * 1000, 2), "who": self._who(e["client"]),
-                 "command": _short(" ".join(_cli_quote(w) for w in [e["command"], *e["args"]]), width)}
+                 "command": _brief(" ".join(_cli_quote(w) for w in [e["command"], *e["args"]]), width)}
                 for e in self.entries]
         return pd.DataFrame(rows)
 
@@ -597,11 +609,33 @@ class Lobby:
 
 # -- notebook display --------------------------------------------------------------------
 
+# A row of panes that never draw over each other: a pane starts at its content's full
+# width (flex-basis max-content), so two panes share a row only when both fit whole, and
+# the second wraps below otherwise; a pane wider than the row alone shrinks to the row
+# and scrolls inside itself.
+_ROW = "display:flex;flex-wrap:wrap;gap:1em 2em;align-items:flex-start"
+_PANE = "flex:1 1 max-content;min-width:0;max-width:100%;overflow-x:auto"
+_CELL_WIDTH = 80  # characters of text in a displayed table cell
+
+
+def _table_html(frame: pd.DataFrame, max_rows: int, **kwargs) -> str:
+    """A DataFrame as HTML whose text cells are shortened by :func:`_brief`, not by
+    pandas' ``max_colwidth`` (which cuts the end, where the key suffix is)."""
+    def brief(value):
+        return _brief(value, _CELL_WIDTH) if isinstance(value, str) else value
+
+    frame = frame.map(brief)
+    if not isinstance(frame.index, pd.MultiIndex):
+        frame.index = frame.index.map(brief)
+    with pd.option_context("display.max_colwidth", None):
+        return frame.to_html(max_rows=max_rows, notebook=True, **kwargs)
+
+
 def _html_of(value: Any, max_rows: int) -> str:
     if isinstance(value, pd.Series):
         value = value.to_frame()
     if isinstance(value, pd.DataFrame):
-        return value.to_html(max_rows=max_rows, notebook=True)
+        return _table_html(value, max_rows)
     if isinstance(value, (dict, list, tuple)):
         text = json.dumps(value, indent=1, ensure_ascii=False, default=str)
     else:
@@ -614,7 +648,7 @@ def _log_html(log: CommandLog, max_rows: int = 40, width: int = 90) -> str:
     note = f"<b>Redis commands: {len(log)}</b>"
     if table.empty:
         return note + "<p><i>none</i></p>"
-    return note + table.to_html(index=False, max_rows=max_rows, notebook=True)
+    return note + _table_html(table, max_rows, index=False)
 
 
 @dataclass
@@ -626,7 +660,7 @@ class _SideBySide:
     cli: str = ""
 
     def _repr_html_(self) -> str:
-        left = (f"<div style='flex:1;min-width:18em'><b>{html.escape(self.title)}</b>"
+        left = (f"<div style='{_PANE}'><b>{html.escape(self.title)}</b>"
                 f"{_html_of(self.result, self.max_rows)}</div>")
         right = ""
         if self.log is not None:
@@ -634,8 +668,8 @@ class _SideBySide:
             if self.cli:
                 cli = ("<b>the same at a redis-cli prompt</b><pre style='white-space:pre-wrap'>"
                        f"{html.escape(self.cli)}</pre>")
-            right = f"<div style='flex:1.4;min-width:24em'>{cli}{_log_html(self.log, self.max_rows)}</div>"
-        return f"<div style='display:flex;gap:2em;align-items:flex-start;flex-wrap:wrap'>{left}{right}</div>"
+            right = f"<div style='{_PANE}'>{cli}{_log_html(self.log, self.max_rows)}</div>"
+        return f"<div style='{_ROW}'>{left}{right}</div>"
 
     def __repr__(self) -> str:
         text = f"{self.title}:\n{self.result!r}"
@@ -646,6 +680,16 @@ class _SideBySide:
         return text
 
 
+def side_by_side(result: Any, log: CommandLog | None = None, *, title: str = "result", cli: bool | int = False,
+                 max_rows: int = 40) -> _SideBySide:
+    """What :func:`show` displays: ``result`` beside its command table, or below it when
+    the two do not fit side by side (an object with ``_repr_html_`` and a text ``repr``)."""
+    lines = ""
+    if cli and log is not None:
+        lines = log.redis_cli(None if cli is True else int(cli))  # an int overrides the port shown
+    return _SideBySide(result, log, title, max_rows, lines)
+
+
 def show(result: Any, log: CommandLog | None = None, *, title: str = "result", cli: bool | int = False,
          max_rows: int = 40) -> None:
     """Display ``result`` and the table of the Redis commands that produced it, side by side.
@@ -653,10 +697,7 @@ def show(result: Any, log: CommandLog | None = None, *, title: str = "result", c
     ``cli=True`` adds the notebook's own commands as lines typed at a redis-cli prompt."""
     from IPython.display import display  # noqa: PLC0415 (notebooks only)
 
-    lines = ""
-    if cli and log is not None:
-        lines = log.redis_cli(None if cli is True else int(cli))  # an int overrides the port shown
-    display(_SideBySide(result, log, title, max_rows, lines))
+    display(side_by_side(result, log, title=title, cli=cli, max_rows=max_rows))
 
 
 def diagram(mermaid: str):
@@ -670,7 +711,10 @@ def diagram(mermaid: str):
 
 def _same(answer: Any, expected: Any) -> bool:
     if callable(expected):
-        return bool(expected(answer))
+        try:
+            return bool(expected(answer))
+        except Exception:  # an answer of the wrong kind (a name where an id goes): not yet, no traceback
+            return False
     if isinstance(expected, float) or isinstance(answer, float):
         try:
             return math.isclose(float(answer), float(expected), rel_tol=1e-6, abs_tol=1e-9)
@@ -689,7 +733,9 @@ def _same(answer: Any, expected: Any) -> bool:
 def check(answer: Any, expected: Any, hint: str = "") -> bool:
     """Say whether a "Try it yourself" answer is right; ``expected`` may be a predicate.
 
-    An answer still at ``...`` (the placeholder) is simply "not yet"."""
+    An answer still at ``...`` (the placeholder) is simply "not yet". The notebooks pass
+    ``expected[n]`` from a cell whose code is collapsed, so an exercise's cell does not
+    show its answer."""
     right = answer is not Ellipsis and _same(answer, expected)
     print("✅ Right" if right else f"❌ Not yet: {hint}" if hint else "❌ Not yet")
     return right

@@ -20,6 +20,7 @@ from simlib.tutorial import (
     keys_frame,
     login,
     reset,
+    side_by_side,
 )
 
 
@@ -163,7 +164,7 @@ def test_commandstats_frame_counts_commands(r):
 
 @pytest.mark.parametrize("answer, expected, right", [
     (..., 3, False), (3, 3, True), (4, 3, False), (0.30000001, 0.3, True), ("x", 0.3, False),
-    ([2, 1], {1, 2}, True), (7, lambda a: a > 5, True)])
+    ([2, 1], {1, 2}, True), (7, lambda a: a > 5, True), ("x", lambda a: {1: True}[a], False)])
 def test_check_says_right_or_not_yet(answer, expected, right, capsys):
     """check() prints the verdict and returns it; the placeholder is never right."""
     assert check(answer, expected, "a hint") is right
@@ -210,3 +211,64 @@ def test_lobby_next_is_bounded(game_server, r):
     game = find(url, alice, 3)["PAYLOAD"]["GAME_TOKEN"]
     with Lobby(url, game, alice) as lobby, pytest.raises(TimeoutError):
         lobby.next(timeout=0.2)
+
+
+def _styles(html_text: str) -> list[tuple[int, dict[str, str]]]:
+    """(depth, style) of every div of an HTML fragment, styles as {property: value}."""
+    from html.parser import HTMLParser
+
+    found: list[tuple[int, dict[str, str]]] = []
+
+    class Divs(HTMLParser):
+        depth = 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "div":
+                style = dict(attrs).get("style") or ""
+                found.append((self.depth, {k.strip(): v.strip() for k, v in
+                                           (part.split(":", 1) for part in style.split(";") if ":" in part)}))
+                self.depth += 1
+
+        def handle_endtag(self, tag):
+            if tag == "div":
+                self.depth -= 1
+
+    Divs().feed(html_text)
+    return found
+
+
+def test_result_and_command_table_never_overlap(r):
+    """show()'s display: the result and the command table each start at their own full width, share
+    a row only when both fit (else the second wraps below), and scroll inside themselves rather than
+    drawing over the other: no pane has a fixed minimum width its content could overflow."""
+    wide = pd.DataFrame([{f"column number {i}": f"value {i}" for i in range(30)}])
+    with CommandLog(r) as log:
+        r.get("games:x:status")
+    panes_html = side_by_side(wide, log, title="a wide frame")._repr_html_()
+    divs = _styles(panes_html)
+    row = divs[0][1]
+    assert row["display"] == "flex" and row["flex-wrap"] == "wrap"
+    panes = [style for depth, style in divs if depth == 1]
+    assert len(panes) == 2
+    for pane in panes:
+        grow, shrink, basis = pane["flex"].split()
+        assert basis == "max-content"  # side by side only when both fit whole
+        assert pane["min-width"] == "0" and pane["max-width"] == "100%"  # never wider than the row
+        assert pane["overflow-x"] == "auto"  # what does not fit scrolls inside its own pane
+
+
+def test_command_tables_shorten_tokens_not_suffixes(r):
+    """A command on a game key shows the token cut short and the key's suffix whole (:status, :order),
+    in the table and in show()'s HTML, however long the line (pandas' 50-character cut is off)."""
+    game = "2c2936c9-5b1a-4c1e-9d3c-c28a2f106c3d"
+    user = "9f0e1d2c-3b4a-4596-8877-665544332211"
+    with CommandLog(r) as log:
+        r.get(f"games:{game}:status")
+        r.lrange(f"games:{game}:order", 0, -1)
+        r.hgetall(f"games:{game}:superheros:{user}")
+    assert log.table()["command"].tolist() == [
+        "GET games:2c2936c9…:status", "LRANGE games:2c2936c9…:order 0 -1",
+        "HGETALL games:2c2936c9…:superheros:9f0e1d2c…"]
+    panes_html = side_by_side(pd.DataFrame({"key": [f"games:{game}:superheros:{user}"]}), log)._repr_html_()
+    assert "games:2c2936c9…:superheros:9f0e1d2c…" in panes_html and ":order 0 -1" in panes_html
+    assert game not in panes_html and "..." not in panes_html

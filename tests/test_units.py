@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import redis
 from redis.crc import key_slot
@@ -52,6 +53,11 @@ def test_defaults_are_the_documented_ones():
     ("REDIS_PORT", "abc", "REDIS_PORT must be a whole number"),
     ("LOGGER_MODULE", "kafka", "LOGGER_MODULE must be 'default' or 'redis'"),
     ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be"),
+    ("REDIS_URL", "notaurl", "REDIS_URL must be a URL such as redis://"),
+    ("REDIS_URL", "localhost:6379", "REDIS_URL must be a URL .* got 'localhost:6379'"),
+    ("REDIS_URL", "redis://127.0.0.1:abc/0", "REDIS_URL must be a URL .*abc"),
+    ("REDIS_URL", "http://example.com", "REDIS_URL must be a URL .*schemes"),
+    ("REDIS_HOST", "a:b:c", "REDIS_HOST must be a URL"),
 ])
 def test_bad_values_name_the_variable(name, value, words):
     """A bad value raises SettingsError whose message names the variable and the rule."""
@@ -197,3 +203,26 @@ def test_readme_configuration_table_lists_every_variable_as_declared():
     assert variables_markdown() in readme
     names = {v.name for v in variables()}
     assert {"TURN_TIMEOUT", "MAX_CONNECTIONS", "REDIS_HOST", "LOBBY_TIMEOUT", "SUPERHERO_API_URL"} <= names
+
+
+def test_frames_speak_redis_statuses_and_keep_their_types():
+    """players/games frames: outcomes as Redis says them, a game's outcome from a player who saw it end
+    (not one who walked away), hero ids Int64 with <NA> for no winner, times in microseconds, also when empty."""
+    from simlib.explore import attacks_frame, games_frame, players_frame
+
+    def row(game, user, outcome, n=2):
+        return dict(game=game, user=user, name=user, bot="fast", participants=n, hero_id=len(user), outcome=outcome,
+                    attacks=0, damage=0, joined_at=1.5, ended_at=2.5, errors=0)
+
+    players = players_frame([row("g", "a", "DROPPED"), row("g", "bb", "COMPLETE"), row("h", "c", "TIMED OUT", 3)],
+                            killed=set())
+    assert players["outcome"].tolist() == ["DROPPED", "Completed", "Timed Out"]
+    games = games_frame(players, attacks_frame([])).set_index("game")
+    assert games["outcome"].to_dict() == {"g": "Completed", "h": "Timed Out"}
+    assert games["winner_hero"].tolist()[0] == 2 and pd.isna(games["winner_hero"].tolist()[1])
+    for frame in (games, players, games_frame(players_frame([]), attacks_frame([])), players_frame([])):
+        types = frame.dtypes.astype(str).to_dict()
+        times = {types[c] for c in ("started", "ended", "joined_at", "ended_at") if c in types}
+        assert times == {"datetime64[us, UTC]"}
+        assert {types[c] for c in ("hero_id", "winner_hero") if c in types} == {"Int64"}
+    assert str(attacks_frame([]).dtypes["time"]) == "datetime64[us, UTC]"
