@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--limit", type=_positive, default=1000, metavar="N",
                        help="look at most at the N oldest games of each list (default 1000)")
 
+    archive = sub.add_parser("archive", help="write the archived games (archive:games) as Parquet",
+                             description="The worker archives each finished game before its keys expire. This "
+                                         "writes what the archive holds as games/players/attacks/forfeits Parquet "
+                                         "files, in the shape of 'simlib run --out'.")
+    archive.add_argument("--out", metavar="DIR", required=True, help="folder for the Parquet files")
+    archive.add_argument("--last", type=_positive, default=None, metavar="N", help="only the newest N games")
+
     player = sub.add_parser("player", help="run bot players against WEBSOCKET_HOST:WEBSOCKET_PORT")
     player.add_argument("--players", type=_positive, default=1, help="bots in this process (default 1)")
     player.add_argument("--games", type=_games, default=None, help="games per bot (default CLIENT_GAMES)")
@@ -277,7 +284,7 @@ def _dispatch(args) -> int:
     settings = Settings.from_env()
     return {"run": _run, "server": _server, "worker": _worker, "player": _player,
             "build-db": _build_db, "redis": _redis, "cli": _cli, "bench": _bench,
-            "sweep": _sweep}[args.command](settings, args)
+            "sweep": _sweep, "archive": _archive}[args.command](settings, args)
 
 
 def _run(settings, args) -> int:
@@ -402,6 +409,24 @@ def _worker(settings, args) -> int:
         handled = worker.handled
     print(f"worker handled {handled} clean-up tasks, archived {worker.archived} games, swept {worker.swept}",
           file=sys.stderr)
+    return 0
+
+
+def _archive(settings, args) -> int:
+    from .archive import archive_frames, read_archive  # noqa: PLC0415
+    from .explore import write_parquet  # noqa: PLC0415
+    from .keys import Keyspace  # noqa: PLC0415
+    from .store import connect  # noqa: PLC0415
+
+    _need_redis(settings, "simlib archive")
+    _writable_folder(args.out)
+    keys = Keyspace(cluster=settings.redis_cluster)
+    with connect(settings) as client:
+        entries = read_archive(client, keys, args.last)
+        names = {h: json.loads(v).get("name", h) for h, v in client.hgetall(keys.superheros).items()}
+    for path in write_parquet(archive_frames(entries, names), args.out):
+        print(f"wrote {path}", file=sys.stderr)
+    print(f"{len(entries)} archived game(s)")
     return 0
 
 

@@ -25,7 +25,10 @@ __all__ = [
     "OUTCOMES",
     "attacks_frame",
     "players_frame",
+    "forfeits_frame",
     "games_frame",
+    "run_frames",
+    "write_parquet",
     "heroes_frame",
     "redis_games_frame",
     "plot_win_rate",
@@ -37,13 +40,16 @@ __all__ = [
 
 #: a bot's last pushed frame → the game's final status in Redis. A frame not listed
 #: here passes through unchanged (add new outcomes here, once for every frame).
-OUTCOMES = {P.COMPLETE: STATUS.COMPLETED, P.TIMED_OUT: STATUS.TIMED_OUT}
+OUTCOMES = {P.COMPLETE: STATUS.COMPLETED, P.TIMED_OUT: STATUS.TIMED_OUT, P.GAME_LOST: "Game Lost",
+            # the bot's own ends: it walked away (--drop-rate), or met a failure mid-game
+            "DROPPED": "Dropped", "ERROR": "Error"}
 TIME = "datetime64[us, UTC]"
 HERO_ID = "Int64"
 _ATTACK_TYPES = {"time": TIME, "damage": "int64", "health_prior": "int64", "health_post": "int64"}
-_PLAYER_TYPES = {"participants": "int64", "hero_id": HERO_ID, "attacks": "int64", "damage": "int64",
-                 "joined_at": TIME, "ended_at": TIME, "errors": "int64"}
+_PLAYER_TYPES = {"name": "string", "bot": "string", "participants": "int64", "hero_id": HERO_ID,
+                 "attacks": "int64", "damage": "int64", "joined_at": TIME, "ended_at": TIME, "errors": "int64"}
 _GAME_TYPES = {"participants": "int64", "players_seen": "int64", "turns": "int64", "damage": "int64",
+               "forfeits": "int64",
                "winner_hero": HERO_ID, "started": TIME, "ended": TIME, "duration_s": "float64"}
 
 
@@ -65,6 +71,16 @@ def attacks_frame(records: Iterable[Mapping]) -> pd.DataFrame:
     return frame.sort_values(["time"], kind="stable").reset_index(drop=True)
 
 
+def forfeits_frame(records: Iterable[Mapping]) -> pd.DataFrame:
+    """One row per forfeit (a FORFEIT record): when, which game, who, and why
+    (``TURN TIMEOUT`` or ``DISCONNECTED``)."""
+    rows = [{"time": rec["TIMESTAMP"], "game": rec["PAYLOAD"]["GAME_TOKEN"], "user": rec["PAYLOAD"]["USER_TOKEN"],
+             "reason": rec["STATUS"]["DETAILS"]["REASON"]} for rec in records]
+    frame = pd.DataFrame(rows, columns=["time", "game", "user", "reason"])
+    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601").astype(TIME)
+    return frame.sort_values(["time"], kind="stable").reset_index(drop=True)
+
+
 def players_frame(games: Iterable[Mapping], killed: set[tuple[str, str]] | None = None) -> pd.DataFrame:
     """One row per (game, player) as the bots saw it; with ``killed`` (from
     :func:`simlib.game.killed`), ``won`` for the completed games' survivors."""
@@ -81,13 +97,13 @@ def players_frame(games: Iterable[Mapping], killed: set[tuple[str, str]] | None 
     return frame
 
 
-def games_frame(players: pd.DataFrame, attacks: pd.DataFrame, hero_names: Mapping[str, str] | None = None
-                ) -> pd.DataFrame:
-    """One row per game: size, outcome, turns, winner and winning hero, timing."""
+def games_frame(players: pd.DataFrame, attacks: pd.DataFrame, hero_names: Mapping[str, str] | None = None,
+                forfeits: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per game: size, outcome, turns, forfeits, winner and winning hero, timing."""
     if players.empty:
         return pd.DataFrame(columns=["game", "participants", "outcome", "players_seen", "turns", "damage",
-                                     "winner", "winner_hero", "winner_hero_name", "started", "ended", "duration_s"]
-                            ).astype(_GAME_TYPES)
+                                     "forfeits", "winner", "winner_hero", "winner_hero_name", "started", "ended",
+                                     "duration_s"]).astype(_GAME_TYPES)
     # a game's outcome as its players saw it end: a row that saw the game's final status
     # wins over one of a player who left before (as in RunResult.summary)
     saw_end = players["outcome"].isin(STATUS.ENDED)
@@ -98,6 +114,8 @@ def games_frame(players: pd.DataFrame, attacks: pd.DataFrame, hero_names: Mappin
     per_game["outcome"] = outcome.reindex(per_game.index).fillna(per_game["outcome"])
     turns = attacks.groupby("game").agg(turns=("damage", "size"), damage=("damage", "sum"))
     frame = per_game.join(turns).fillna({"turns": 0, "damage": 0})
+    gave_up = forfeits.groupby("game").size() if forfeits is not None else pd.Series(dtype="int64")
+    frame["forfeits"] = gave_up.reindex(frame.index).fillna(0)
     winners = players[players.get("won", False) == True]  # noqa: E712 (pandas mask)
     frame = frame.join(winners.set_index("game")[["user", "hero_id"]].rename(
         columns={"user": "winner", "hero_id": "winner_hero"}))
@@ -106,6 +124,33 @@ def games_frame(players: pd.DataFrame, attacks: pd.DataFrame, hero_names: Mappin
     frame["duration_s"] = (frame["ended"] - frame["started"]).dt.total_seconds()
     frame = frame.astype(_GAME_TYPES)
     return frame.reset_index().sort_values("started", kind="stable").reset_index(drop=True)
+
+
+def run_frames(rows: list[Mapping], attacks: list[Mapping], forfeits: list[Mapping],
+               hero_names: Mapping[str, str] | None = None) -> dict[str, pd.DataFrame]:
+    """The tables of a run (or of the archive), by name: games, players, attacks, forfeits.
+    ``rows``: one per (game, player) as the bots record them; ``attacks`` and ``forfeits``:
+    the log records."""
+    from .game import killed  # noqa: PLC0415
+
+    attack_frame, forfeit_frame = attacks_frame(attacks), forfeits_frame(forfeits)
+    players = players_frame(rows, killed(list(attacks) + list(forfeits)))
+    return {"games": games_frame(players, attack_frame, hero_names, forfeit_frame), "players": players,
+            "attacks": attack_frame, "forfeits": forfeit_frame}
+
+
+def write_parquet(frames: Mapping[str, pd.DataFrame], directory) -> list:
+    """Each table as ``<name>.parquet`` in ``directory`` (made if missing); their paths."""
+    from pathlib import Path  # noqa: PLC0415
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, frame in frames.items():
+        path = out / f"{name}.parquet"
+        frame.to_parquet(path, index=False)
+        paths.append(path)
+    return paths
 
 
 def heroes_frame(client, keys: Keyspace | None = None) -> pd.DataFrame:

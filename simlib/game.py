@@ -20,6 +20,7 @@ __all__ = [
     "initial_order",
     "after_attack",
     "after_forfeit",
+    "is_forfeit",
     "replay",
     "killed",
     "RuleError",

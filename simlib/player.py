@@ -290,7 +290,8 @@ class Bot:
             raise BotError(f"{self.name}: find was refused: {reply.get('STATUS')}")
         self._row = {"game": game, "user": self.token, "name": self.name, "participants": n, "bot": self.style,
                      "hero_id": reply["PAYLOAD"].get("HERO_ID"), "outcome": None, "members": [],
-                     "attacks": 0, "damage": 0, "joined_at": time.time(), "ended_at": None, "errors": 0}
+                     "attacks": 0, "damage": 0, "joined_at": time.time(), "ended_at": None, "errors": 0,
+                     "drop_at": self._drop_at}
         return self._row
 
     def _finish(self, outcome: str) -> None:

@@ -55,27 +55,31 @@ class RunResult:
     #: FORFEIT records of the run's games, as published on lib.server.game
     forfeits: list[dict] = dataclasses.field(default_factory=list)
     drop_rate: float = 0.0
+    _frames: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def seconds(self) -> float:
         return self.ended - self.started
 
     def attacks_frame(self):
-        from .explore import attacks_frame  # noqa: PLC0415
-
-        return attacks_frame(self.recorder.attacks)
+        return self.frames()["attacks"]
 
     def players_frame(self):
-        from .explore import players_frame  # noqa: PLC0415
+        return self.frames()["players"]
 
-        return players_frame(self.recorder.games, killed(self.recorder.attacks + self.forfeits))
+    def forfeits_frame(self):
+        return self.frames()["forfeits"]
 
-    def games_frame(self, players=None, attacks=None):
-        from .explore import games_frame  # noqa: PLC0415
+    def games_frame(self):
+        return self.frames()["games"]
 
-        attacks = self.attacks_frame() if attacks is None else attacks
-        players = self.players_frame() if players is None else players
-        return games_frame(players, attacks, self.hero_names)
+    def frames(self) -> dict:
+        """Every table of the run by name (games, players, attacks, forfeits), built once."""
+        if self._frames is None:
+            from .explore import run_frames  # noqa: PLC0415
+
+            self._frames = run_frames(self.recorder.games, self.recorder.attacks, self.forfeits, self.hero_names)
+        return self._frames
 
     def summary(self) -> dict:
         """The headline figures as plain data."""
@@ -129,18 +133,10 @@ class RunResult:
         return "\n".join(lines)
 
     def to_parquet(self, directory: str | Path) -> list[Path]:
-        """Write games, players and attacks as Parquet files; returns their paths."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        attacks = self.attacks_frame()
-        players = self.players_frame()
-        for name, frame in (("games", self.games_frame(players, attacks)), ("players", players),
-                            ("attacks", attacks)):
-            path = out / f"{name}.parquet"
-            frame.to_parquet(path, index=False)
-            paths.append(path)
-        return paths
+        """Write games, players, attacks and forfeits as Parquet files; returns their paths."""
+        from .explore import write_parquet  # noqa: PLC0415
+
+        return write_parquet(self.frames(), directory)
 
 
 def simulate(settings: Settings | None = None, *, players: int = 10, games: int | None = None, workers: int = 1,

@@ -71,13 +71,14 @@ def test_run_writes_parquet(tmp_path, redis_server):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("wrote ")] == [
-        f"wrote {out / name}.parquet" for name in ("games", "players", "attacks")]
+        f"wrote {out / name}.parquet" for name in ("games", "players", "attacks", "forfeits")]
     assert "player-games: 100%" in proc.stderr and "8/8" in proc.stderr
     assert summary["player_games"] == 8
     games = pd.read_parquet(out / "games.parquet")
     attacks = pd.read_parquet(out / "attacks.parquet")
     players = pd.read_parquet(out / "players.parquet")
     assert len(games) == summary["games"] and len(attacks) == summary["attacks"]
+    assert len(pd.read_parquet(out / "forfeits.parquet")) == sum(summary["forfeits"].values()) == games["forfeits"].sum()
     assert len(players) == 4 * 2
     assert (games.loc[games["outcome"] == "Completed", "winner"].notna()).all()
     # one vocabulary: an outcome is the status Redis holds for the game (no worker ran: all are there)
@@ -88,12 +89,13 @@ def test_run_writes_parquet(tmp_path, redis_server):
     # one set of types: hero ids are integers that may be missing (never floats), one time unit
     import pyarrow.parquet as pq
 
-    schemas = {name: pq.read_schema(out / f"{name}.parquet") for name in ("games", "players", "attacks")}
+    schemas = {name: pq.read_schema(out / f"{name}.parquet") for name in ("games", "players", "attacks", "forfeits")}
     assert str(schemas["games"].field("winner_hero").type) == str(schemas["players"].field("hero_id").type) == "int64"
     assert games["winner_hero"].isna().tolist() == (games["outcome"] != "Completed").tolist()
     times = {f"{name}.{field.name}": str(field.type) for name, schema in schemas.items() for field in schema
              if str(field.type).startswith("timestamp")}
-    assert set(times) == {"games.started", "games.ended", "players.joined_at", "players.ended_at", "attacks.time"}
+    assert set(times) == {"games.started", "games.ended", "players.joined_at", "players.ended_at", "attacks.time",
+                          "forfeits.time"}
     assert set(times.values()) == {"timestamp[us, tz=UTC]"}
 
 

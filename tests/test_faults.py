@@ -341,3 +341,38 @@ def test_a_lost_redis_gives_redis_unavailable_then_game_lost_and_recovers(quick,
     assert v2.find(2) == again
     assert kind(other.recv()) == START and kind(v2.recv()) == START
     assert logins.ask({"PAYLOAD": {"USER": "after-v1"}})["STATUS"] == "USER CREATED"
+
+
+# -- faults as a feature ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("style,reason", [("v2", "DISCONNECTED"), ("fast", "TURN TIMEOUT")])
+def test_drop_rate_puts_forfeits_in_the_stream_and_the_tables(quick, r, keys, style, reason):
+    """--drop-rate: seeded bots walk away from games; the run ends with every game over, the summary counts the forfeits (by reason) and the walk-aways, and the Parquet tables carry them; the same seed drops the same games of each bot."""
+    from simlib.runner import simulate  # noqa: PLC0415
+
+    def run():
+        r.flushdb()
+        from simlib.roster import build_db, generate_roster  # noqa: PLC0415
+
+        build_db(r, generate_roster(60, seed=7))
+        return simulate(quick, players=8, games=4, workers=1, style=style, seed=2, drop_rate=0.4, progress=False,
+                        server_mode="thread")
+
+    result = run()
+    summary = result.summary()
+    assert summary["dropped"] > 0 and summary["errors"] == 0
+    assert set(summary["forfeits"]) == {reason} and summary["forfeits"][reason] > 0
+    frames = result.frames()
+    assert len(frames["forfeits"]) == summary["forfeits"][reason] == frames["games"]["forfeits"].sum()
+    assert (frames["players"]["outcome"] == "Dropped").sum() == summary["dropped"]
+    assert r.zcard(keys.deadlines) == 0
+    assert {r.get(k) for k in r.scan_iter("games:*:status")} <= set(STATUS.ENDED)
+
+    def decisions(res):  # where each bot meant to walk away, game by game (whether the game lasted that long or not)
+        by_bot = {}
+        for row in sorted(res.recorder.games, key=lambda row: row["joined_at"]):
+            by_bot.setdefault(row["name"][-4:], []).append(row["drop_at"])
+        return by_bot
+
+    assert decisions(run()) == decisions(result)
+    assert any(d is not None for ds in decisions(result).values() for d in ds)

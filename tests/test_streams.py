@@ -173,3 +173,30 @@ def test_every_game_is_archived_once_with_its_record(settings, r, pubsub_logging
             assert all(heroes[u]["health"] == 0 for u in members if u != e["winner"])
         else:
             assert e["status"] == STATUS.TIMED_OUT and e["winner"] == ""
+
+
+def test_archive_writes_the_tables_a_run_writes(tmp_path, r, redis_server):
+    """`simlib archive --out` writes the archived games in the shape of `simlib run --out`: the same games, outcomes, winners, attacks and forfeits, the same columns and types."""
+    import pandas as pd
+
+    env = clean_env(REDIS_URL=redis_server.url, LOBBY_TIMEOUT="1", TURN_TIMEOUT="1")
+
+    def simlib(*args):
+        proc = subprocess.run([sys.executable, "-m", "simlib", *args], cwd=ROOT, capture_output=True, text=True,
+                              env=env, timeout=240)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    summary = json.loads(simlib("run", "--players", "6", "--games", "3", "--drop-rate", "0.3", "--seed", "4",
+                                "--json", "--no-progress", "--out", str(tmp_path / "run")))
+    assert simlib("archive", "--out", str(tmp_path / "archive")).strip() == f"{summary['games']} archived game(s)"
+    for name in ("games", "players", "attacks", "forfeits"):
+        ran, kept = (pd.read_parquet(tmp_path / d / f"{name}.parquet") for d in ("run", "archive"))
+        assert list(kept.columns) == list(ran.columns) and kept.dtypes.to_dict() == ran.dtypes.to_dict(), name
+    ran, kept = (pd.read_parquet(tmp_path / d / "games.parquet").set_index("game").sort_index() for d in ("run", "archive"))
+    assert kept.index.tolist() == ran.index.tolist()
+    for column in ("participants", "outcome", "turns", "damage", "forfeits", "winner", "winner_hero"):
+        assert kept[column].tolist() == ran[column].tolist(), column
+    ran_attacks, kept_attacks = (pd.read_parquet(tmp_path / d / "attacks.parquet") for d in ("run", "archive"))
+    assert sorted(map(tuple, kept_attacks.drop(columns=["time"]).values.tolist())) == sorted(
+        map(tuple, ran_attacks.drop(columns=["time"]).values.tolist()))

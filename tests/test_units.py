@@ -216,7 +216,7 @@ def test_frames_speak_redis_statuses_and_keep_their_types():
 
     players = players_frame([row("g", "a", "DROPPED"), row("g", "bb", "COMPLETE"), row("h", "c", "TIMED OUT", 3)],
                             killed=set())
-    assert players["outcome"].tolist() == ["DROPPED", "Completed", "Timed Out"]
+    assert players["outcome"].tolist() == ["Dropped", "Completed", "Timed Out"]
     games = games_frame(players, attacks_frame([])).set_index("game")
     assert games["outcome"].to_dict() == {"g": "Completed", "h": "Timed Out"}
     assert games["winner_hero"].tolist()[0] == 2 and pd.isna(games["winner_hero"].tolist()[1])
