@@ -145,6 +145,10 @@ class StreamSource:
         entry_id, fields = self._backlog.popleft()
         return {"log_message": CLEAN_MESSAGE, "task": fields, "id": entry_id}
 
+    def pending(self) -> int:
+        """Tasks handed to some consumer and not acknowledged yet."""
+        return self.client.xpending(self.keys.tasks, TASKS_GROUP)["pending"]
+
     def trim(self) -> int:
         """Drop the entries every consumer has acknowledged (below the oldest pending one,
         and never past what the group has been handed); returns how many went."""
@@ -187,6 +191,8 @@ class Worker:
         self._drain_token: str | None = None
         self._client: redis.Redis | None = None
         self._cleaner: Cleaner | None = None
+        self._source_in_use: MessageSource | None = None
+        self._drain_until: float | None = None
         self.transport = settings.task_transport if source is None else "custom"
 
     @property
@@ -207,7 +213,7 @@ class Worker:
         games' deadlines while running."""
         self._client = connect(self.settings)
         self._cleaner = Cleaner(self._client, self.settings)
-        source = self._open_source()
+        source = self._source_in_use = self._open_source()
         watcher = _DeadlineThread(self.settings) if deadlines else None
         where = self.keys.tasks if self.transport == "streams" else self.settings.worker_channel
         log.info("Worker %s listening on %s (%s)", self.name, where, self.transport)
@@ -235,8 +241,8 @@ class Worker:
                     missed = True
                     continue
                 if message is None:
-                    if burst or self._draining.is_set():  # quiet: nothing left to drain
-                        break
+                    if burst or self._draining.is_set() and not self._claimable_soon(source):
+                        break  # quiet: nothing left to drain
                     continue
                 task = message.get("task")
                 if message.get("log_message") == DRAIN_MESSAGE and isinstance(task, dict):
@@ -260,6 +266,20 @@ class Worker:
             self._client.close()
             self.ready.clear()
         return self.handled
+
+    def _claimable_soon(self, source: MessageSource) -> bool:
+        """Draining a stream: tasks other consumers hold (a dead worker's) will be this
+        worker's once idle for claim_idle; it waits that long for them, no longer."""
+        if not isinstance(source, StreamSource):
+            return False
+        if self._drain_until is None:
+            self._drain_until = time.monotonic() + self.claim_idle + 1
+        return time.monotonic() < self._drain_until and source.pending() > 0
+
+    @property
+    def claimed(self) -> int:
+        """Stream tasks this worker took over from other consumers."""
+        return getattr(self._source_in_use, "claimed", 0)
 
     def _sweep(self, why: str) -> bool:
         """Clean the finished games that have no expiry (their tasks went by, or never came)."""
