@@ -1454,10 +1454,10 @@ show(listeners, log, title=f"servers on ports {ports}: subscribers of {EVENTS_CH
 #%% md
 ## nginx in front
 
-`start_nginx` copies `compose/nginx.conf`, the file Docker Compose mounts into the nginx
+`start_nginx` copies `compose/nginx.conf`, the template Docker Compose mounts into the nginx
 container, and changes four lines: `listen` (a free port of this machine); `resolver` and
-`set $superhero_server`, which look the servers up in Docker's DNS (an `upstream` block of the
-three loopback servers instead); and `access_log` (a file with the fields read below, plus temp
+`set $superhero_server`, which look the servers up in the container engine's DNS (an `upstream`
+block of the three loopback servers instead); and `access_log` (a file with the fields read below, plus temp
 folders nginx may write to). Everything else, the WebSocket upgrade headers and the hour-long
 timeouts for quiet lobby connections, is the compose deployment's. The diff shows exactly what
 changed.
