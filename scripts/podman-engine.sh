@@ -76,7 +76,9 @@ need_tools() {
 # - events_logfile_max_size = "0": no rotation of the events log. Podman 4.3 rotates it at
 #   1 MB (a few minutes of health checks) and then replays old events to its listeners;
 #   Compose's `up` then meets a "die" event of a removed container and crashes (a nil
-#   dereference in compose's monitor).
+#   dereference in compose's monitor; Podman fixed the replay in 4.5, #17665).
+# - exit_command_delay = 10: an exec session (each health check is one) keeps a conmon
+#   for this long after it ends, 300 s by default: minutes of stray processes after a run.
 # - network_backend = "cni", with the dnsname plugin (dnsmasq) answering for service names,
 #   instead of netavark with aardvark-dns 1.4: aardvark restarts its listener whenever a
 #   container joins or leaves a network, and a look-up in that moment is refused or lost;
@@ -101,6 +103,7 @@ default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
 [engine]
 runtime = "runc"
 events_logfile_max_size = "0"
+exit_command_delay = 10
 
 [network]
 network_backend = "cni"
@@ -284,7 +287,10 @@ up)
     flock 9  # one `up` at a time: the images are built once
     configure
     start_service
+    say "engine ready in ${SECONDS} s"
+    engine_ready=$SECONDS
     build_stand_ins "${2:-}"
+    say "images ready in $((SECONDS - engine_ready)) s"
     ;;
 down)
     need_tools
