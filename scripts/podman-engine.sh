@@ -49,9 +49,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BASE=localhost/simlib-stand-in/debian:bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
-STAND_INS=(python redis nginx)
-declare -A IMAGE=([python]=docker.io/library/python:3.11-slim [redis]=docker.io/library/redis:7
-                  [nginx]=docker.io/library/nginx:1.27)
+STAND_INS=(docker.io/library/python:3.11-slim docker.io/library/redis:7 docker.io/library/nginx:1.27)
 CLEANUP=()
 trap 'rm -rf "${CLEANUP[@]}"' EXIT
 
@@ -178,13 +176,13 @@ containerfile() {
     echo "FROM $BASE"
     echo "LABEL io.simlib.stand-in=1"
     case $1 in
-    python) cat <<'EOF'
+    */python:*) cat <<'EOF'
 RUN python3 -m venv /usr/local && pip --version
 ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 CMD ["python3"]
 EOF
     ;;
-    redis) cat <<'EOF'
+    */redis:*) cat <<'EOF'
 RUN printf '#!/bin/sh\nexec /usr/bin/redis-server "$@" --protected-mode no\n' > /usr/local/bin/redis-server \
  && chmod +x /usr/local/bin/redis-server && mkdir -p /data
 WORKDIR /data
@@ -192,7 +190,7 @@ EXPOSE 6379
 CMD ["redis-server"]
 EOF
     ;;
-    nginx) cat <<'EOF'
+    */nginx:*) cat <<'EOF'
 COPY docker-entrypoint.sh /
 COPY 20-envsubst-on-templates.sh /docker-entrypoint.d/
 RUN ln -sf /dev/stdout /var/log/nginx/access.log && ln -sf /dev/stderr /var/log/nginx/error.log \
@@ -242,27 +240,27 @@ EOF
 
 build_stand_ins() {
     if [ "${1:-}" = --rebuild ]; then
-        for name in "${STAND_INS[@]}"; do
-            if [ "$(podman image inspect --format '{{index .Labels "io.simlib.stand-in"}}' "${IMAGE[$name]}" \
+        for image in "${STAND_INS[@]}"; do
+            if [ "$(podman image inspect --format '{{index .Labels "io.simlib.stand-in"}}' "$image" \
                     2>/dev/null)" = 1 ]; then
-                podman rmi -f "${IMAGE[$name]}" >/dev/null
+                podman rmi -f "$image" >/dev/null
             fi
         done
         if podman image exists "$BASE"; then podman rmi -f "$BASE" >/dev/null; fi
     fi
     local todo=()
-    for name in "${STAND_INS[@]}"; do
-        podman image exists "${IMAGE[$name]}" || todo+=("$name")
+    for image in "${STAND_INS[@]}"; do
+        podman image exists "$image" || todo+=("$image")
     done
-    [ ${#todo[@]} = 0 ] && { say "images present: ${IMAGE[*]}"; return; }
+    [ ${#todo[@]} = 0 ] && { say "images present: ${STAND_INS[*]}"; return; }
     build_base
     local ctx; ctx=$(mktemp -d)
     CLEANUP+=("$ctx")
     nginx_files "$ctx"
-    for name in "${todo[@]}"; do
-        say "building stand-in ${IMAGE[$name]}"
-        containerfile "$name" > "$ctx/Containerfile"
-        podman build -q -t "${IMAGE[$name]}" -f "$ctx/Containerfile" "$ctx" >/dev/null
+    for image in "${todo[@]}"; do
+        say "building stand-in $image"
+        containerfile "$image" > "$ctx/Containerfile"
+        podman build -q -t "$image" -f "$ctx/Containerfile" "$ctx" >/dev/null
     done
 }
 

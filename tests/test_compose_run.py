@@ -108,6 +108,8 @@ def engine():
     if docker is not None:
         yield docker, {"DOCKER_HOST": f"unix://{docker.path}"}, "a Docker engine"
         return
+    if not sys.platform.startswith("linux"):
+        cannot_run("no Docker engine answers here (Podman is prepared on Linux only)")
     api = DockerAPI(PODMAN_SOCKET)
     ours = not api.answers()  # then the script starts the API service, and the test stops it after
     started = time.monotonic()
