@@ -116,13 +116,10 @@ def engine():
     try:
         proc = subprocess.run(["bash", str(ENGINE_SCRIPT), "up"], capture_output=True, text=True, timeout=900,
                               stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        cannot_run("no bash to run scripts/podman-engine.sh")
-    report = f"scripts/podman-engine.sh up: {time.monotonic() - started:.0f} s\n{proc.stderr.strip()}"
-    if proc.returncode == CANNOT_RUN:
-        cannot_run(f"no Docker engine answers here, and Podman cannot be prepared: {proc.stderr.strip()}")
-    assert proc.returncode == 0, report
-    try:
+        report = f"scripts/podman-engine.sh up: {time.monotonic() - started:.0f} s\n{proc.stderr.strip()}"
+        if proc.returncode == CANNOT_RUN:
+            cannot_run(f"no Docker engine answers here, and Podman cannot be prepared: {proc.stderr.strip()}")
+        assert proc.returncode == 0, report
         yield api, {"DOCKER_HOST": f"unix://{PODMAN_SOCKET}", "DOCKER_BUILDKIT": "0"}, report
     finally:
         if ours:
