@@ -3,11 +3,12 @@
 Why this is library code: the load-balanced topology (several server processes behind
 one WebSocket address) is part of what the kit teaches, not only something a test
 checks. The test suite (``tests/test_compose.py``) and the tutorial (notebook 8) start
-it the same way, from the very ``compose/nginx.conf`` that Docker Compose mounts, so
-what they show is what the compose deployment does.
+it the same way, from the very ``compose/nginx.conf`` that Docker Compose mounts (the
+template the nginx image's entrypoint renders), so what they show is what the compose
+deployment does.
 
 :func:`render_nginx_conf` copies compose/nginx.conf with four of its lines changed and
-nothing else: the ``listen`` address (a loopback port), the Docker DNS ``resolver``
+nothing else: the ``listen`` address (a loopback port), the container DNS ``resolver``
 and the ``set $superhero_server`` target (an ``upstream`` block of loopback servers
 instead; one shared round-robin over every nginx worker), and the ``access_log`` line
 (a file in the work folder with the fields :func:`read_access_log` reads, plus temp
@@ -52,6 +53,11 @@ NGINX_CONF = Path(__file__).resolve().parent.parent / "compose" / "nginx.conf"
 #: variable behind each field (``user`` is the name in a ``ws://name:x@host`` URL).
 ACCESS_LOG_FIELDS = {"msec": "msec", "request_time": "request_time", "user": "remote_user", "uri": "uri",
                      "status": "status", "upstream": "upstream_addr"}
+# The address of Docker's embedded DNS, as a container's /etc/resolv.conf names it.
+_DOCKER_DNS = "127.0.0.11"
+# compose/nginx.conf is a template: the nginx image's entrypoint fills this in (compose/nginx-resolver.envsh)
+_LOCAL_RESOLVERS = "${NGINX_RESOLVER}"
+_RESOLVER = r"^([ \t]*)resolver \$\{NGINX_RESOLVER\} [^;\n]*;$"
 _TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 _INSTALL_HINT = "Debian/Ubuntu: apt-get install nginx-light; macOS: brew install nginx"
 
@@ -86,9 +92,10 @@ def render_nginx_conf(upstream_ports: Iterable[int] | None, listen_port: int, wo
     """compose/nginx.conf made runnable here; returns the path of the copy, ``workdir/nginx.conf``.
 
     It listens on 127.0.0.1:``listen_port``; its temp files and access log
-    (``workdir/access.log``) go under ``workdir``. With ``upstream_ports``, the Docker
-    DNS lookup becomes an upstream block of loopback servers; with None it is kept (a
-    copy to check with ``nginx -t``, not to run outside Docker)."""
+    (``workdir/access.log``) go under ``workdir``. With ``upstream_ports``, the container
+    DNS lookup becomes an upstream block of loopback servers; with None it is kept, with
+    the resolver Docker's nginx container gets (127.0.0.11, as the image's entrypoint
+    writes it): a copy to check with ``nginx -t``, not to run outside Docker."""
     workdir = Path(workdir)
     text = template.read_text()
     text = _replace_one(text, r"^([ \t]*)listen 5678;$", lambda m: f"{m[1]}listen 127.0.0.1:{listen_port};",
@@ -98,11 +105,12 @@ def render_nginx_conf(upstream_ports: Iterable[int] | None, listen_port: int, wo
     local += [f'{kind}_temp_path "{workdir}/{kind}";' for kind in _TEMP_PATHS]
     text = _replace_one(text, r"^([ \t]*)access_log /dev/stdout websocket;$",
                         lambda m: "\n".join(m[1] + line for line in local), template)
-    if upstream_ports is not None:
+    if upstream_ports is None:
+        text = _replace_one(text, _RESOLVER, lambda m: m[0].replace(_LOCAL_RESOLVERS, _DOCKER_DNS), template)
+    else:
         upstream = ["upstream superhero_servers {", "    zone superhero_servers 64k;",
                     *(f"    server 127.0.0.1:{port};" for port in upstream_ports), "}"]
-        text = _replace_one(text, r"^([ \t]*)resolver 127\.0\.0\.11 [^;\n]*;$",
-                            lambda m: "\n".join(m[1] + line for line in upstream), template)
+        text = _replace_one(text, _RESOLVER, lambda m: "\n".join(m[1] + line for line in upstream), template)
         text = _replace_one(text, r"^([ \t]*)set \$superhero_server superhero_server:5678;$",
                             lambda m: f"{m[1]}set $superhero_server superhero_servers;", template)
     path = workdir / "nginx.conf"

