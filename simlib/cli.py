@@ -142,6 +142,27 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--limit", type=_positive, default=1000, metavar="N",
                        help="look at most at the N oldest games of each list (default 1000)")
 
+    chk = sub.add_parser("check", help="compare a pipeline's results with a run's answer key",
+                         description="DIR is a 'simlib run --out DIR' folder (its answer_key.json). RESULTS is your "
+                                     "pipeline's output: a JSON object or a two-column CSV (with a header) of game "
+                                     "token -> winner user token, or hero (id or name) -> wins. Prints each "
+                                     "difference; exit 0 when there is none, 1 otherwise.")
+    chk.add_argument("dir", metavar="DIR", help="the run's --out folder")
+    chk.add_argument("results", metavar="RESULTS", help="your results: .json or .csv")
+
+    rep = sub.add_parser("replay", help="publish a recorded run again, byte for byte, in order",
+                         description="DIR is a 'simlib run --out DIR' folder: every message of its records.jsonl "
+                                     "is published again on its channel (or added to a stream), exactly as it was, "
+                                     "in seq order. Test a pipeline twice on the same data.")
+    rep.add_argument("dir", metavar="DIR", help="the run's --out folder")
+    pace = rep.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=None, metavar="X",
+                      help="the run's own spacing, X times faster (default: 1, as it happened)")
+    pace.add_argument("--rate", type=float, default=None, metavar="N", help="N records per second, evenly")
+    pace.add_argument("--max", action="store_true", help="as fast as Redis takes them (pipelined)")
+    rep.add_argument("--to-stream", metavar="KEY", default=None,
+                     help="add the records to the Redis stream KEY (fields channel, data) instead of publishing")
+
     archive = sub.add_parser("archive", help="write the archived games (archive:games) as Parquet",
                              description="The worker archives each finished game before its keys expire. This "
                                          "writes what the archive holds as games/players/attacks/forfeits Parquet "
@@ -284,7 +305,8 @@ def _dispatch(args) -> int:
     settings = Settings.from_env()
     return {"run": _run, "server": _server, "worker": _worker, "player": _player,
             "build-db": _build_db, "redis": _redis, "cli": _cli, "bench": _bench,
-            "sweep": _sweep, "archive": _archive}[args.command](settings, args)
+            "sweep": _sweep, "archive": _archive, "check": _check,
+            "replay": _replay}[args.command](settings, args)
 
 
 def _run(settings, args) -> int:
@@ -309,13 +331,13 @@ def _run(settings, args) -> int:
         result = simulate(settings, players=args.players, games=args.games, workers=workers,
                           servers=args.servers, seed=args.seed, style=args.bot, progress=not args.no_progress,
                           server_mode=args.server_mode, two_share=args.two_share, player_procs=args.player_procs,
-                          drop_rate=args.drop_rate)
+                          drop_rate=args.drop_rate, out=args.out)
         if args.json:
             print(json.dumps(result.summary(), indent=2))
         else:
             print(result.report())
         if args.out:
-            for path in result.to_parquet(args.out):
+            for path in result.write(args.out):
                 print(f"wrote {path}", file=sys.stderr)  # stdout holds the summary only (JSON with --json)
         if args.keep and embedded is not None:
             sys.stdout.flush()
@@ -427,6 +449,47 @@ def _archive(settings, args) -> int:
     for path in write_parquet(archive_frames(entries, names), args.out):
         print(f"wrote {path}", file=sys.stderr)
     print(f"{len(entries)} archived game(s)")
+    return 0
+
+
+def _check(settings, args) -> int:
+    from .answers import ANSWER_FILE, ResultsError, check  # noqa: PLC0415
+
+    key_path = os.path.join(args.dir, ANSWER_FILE)
+    try:
+        with open(key_path) as fh:
+            key = json.load(fh)
+    except OSError as exc:
+        raise UserError(f"no answer key at {key_path} ({exc.strerror}): make one with 'simlib run --out {args.dir}'")
+    except ValueError:
+        raise UserError(f"{key_path} is not an answer key (not JSON)") from None
+    try:
+        diffs = check(key, args.results)
+    except ResultsError as exc:
+        raise UserError(str(exc)) from None
+    for line in diffs:
+        print(line)
+    print(f"{len(diffs)} difference(s) from the answer key" if diffs
+          else f"the results agree with the answer key ({len(key['games'])} games)")
+    return 1 if diffs else 0
+
+
+def _replay(settings, args) -> int:
+    from .store import connect  # noqa: PLC0415
+    from .stream import RECORDS_FILE, read_records, replay  # noqa: PLC0415
+
+    _need_redis(settings, "simlib replay")
+    if (args.speed is not None and args.speed <= 0) or (args.rate is not None and args.rate <= 0):
+        raise UserError("--speed and --rate must be more than 0")
+    try:
+        rows = list(read_records(args.dir))
+    except FileNotFoundError:
+        raise UserError(f"no {RECORDS_FILE} in {args.dir}: record one with 'simlib run --out {args.dir}'") from None
+    with connect(settings) as client:
+        sent, seconds = replay(client, rows, speed=args.speed or 1.0, rate=args.rate, flat_out=args.max,
+                               stream=args.to_stream)
+    where = f"into the stream {args.to_stream}" if args.to_stream else "on pub/sub"
+    print(f"replayed {sent} records {where} in {seconds:.2f} s ({sent / seconds if seconds else 0:,.0f} per second)")
     return 0
 
 

@@ -167,6 +167,12 @@ class Settings:
     api_url: str = _var("SUPERHERO_API_URL", "https://superheroapi.com/api", "the Super Hero API's base URL")
     logger_module: str = _var("LOGGER_MODULE", "redis", "redis: stdout and pub/sub; default: stdout only",
                               _choice("default", "redis"))
+    log_format: str = _var("LOG_FORMAT", "simlib", "the pub/sub messages: simlib (JSON encoded once, numbered) or "
+                           "article (exactly as the original simulator wrote them, for consumers written for it)",
+                           _choice("simlib", "article"))
+    run_id: str = _var("RUN_ID", "", "the id every record of one deployment carries (run), numbered per run "
+                       "(seq); unset: the one Redis keeps (simlib:run), made by the first part that starts; "
+                       "'simlib run' makes a new one", shown="from Redis")
     log_level: str = _var("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL",
                           _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True))
 

@@ -83,6 +83,7 @@ class GameDB:
         self._mux = self._calls()
         self._scripts = {name: (self._mux or self._redis).register_script(load_script(name, settings.redis_cluster))
                          for name in SCRIPTS}
+        self.run = settings.run_id  # learnt from Redis by open() when not set
         self.turn_ms = round((settings.server_sleep + settings.turn_timeout) * 1000)
         self.lobby_ms = round(settings.lobby_timeout * 1000)
 
@@ -98,12 +99,19 @@ class GameDB:
         else:
             await self._redis.aclose(close_connection_pool=True)
 
+    async def open(self) -> None:
+        """Learn the run id (RUN_ID, else the one Redis keeps: made if missing)."""
+        if not self.run:
+            await self._redis.set(self.keys.run, uuid.uuid4().hex[:12], nx=True)
+            self.run = await self._redis.get(self.keys.run)
+
     def _context(self) -> list:
-        """ARGV[1..9] of every script that changes a game (``context`` in _prelude.lua)."""
+        """ARGV[1..11] of every script that changes a game (``context`` in _prelude.lua)."""
         lobby = self.records.lobby_channel
         return [P.timestamp(), self.keys.events_channel, self.records.combat_channel, lobby,
                 "1" if self.settings.server_sleep > 0 else "0", self.turn_ms, self.lobby_ms,
-                self.settings.worker_channel if lobby else "", self._task_stream]
+                self.settings.worker_channel if lobby else "", self._task_stream, self.run or "",
+                self.keys.seq(self.run or "")]
 
     @property
     def _task_stream(self) -> str:

@@ -46,12 +46,20 @@ class Keyspace:
     #: Hash: user name -> id of the server whose live v2 session holds the name.
     sessions: str = "{users}:sessions"
     events_channel: str = EVENTS_CHANNEL
+    #: String: the run id of the deployment that uses this Redis, when RUN_ID is not set
+    #: (the first part to start makes it).
+    run: str = "simlib:run"
     #: Stream of clean-up tasks (TASK_TRANSPORT=streams): one entry per member of a
     #: finished game, handed by the consumer group ``workers`` to one worker each.
     tasks: str = "simlib:tasks"
     #: Stream: one entry per finished game, written as its keys are expired (members,
     #: heroes, status, winner, log), capped at ARCHIVE_MAXLEN entries.
     archive: str = "archive:games"
+
+    def seq(self, run: str) -> str:
+        """Counter: the last ``seq`` given to a record of run ``run`` (records are numbered
+        1, 2, 3... across every part of the run, with no gap and no repeat)."""
+        return f"simlib:seq:{run}"
 
     def server_lease(self, server: str) -> str:
         """A game server's lease, a key it keeps alive while it runs: while it exists, the

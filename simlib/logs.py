@@ -17,68 +17,103 @@ import logging
 import queue
 import sys
 import threading
+import uuid
 
 import redis
 
 from .config import Settings
 
-__all__ = ["RedisPubSubHandler", "setup_logging", "message_for", "TaskAdapter"]
+__all__ = ["RedisPubSubHandler", "setup_logging", "message_for", "resolve_run", "TaskAdapter", "SEQ_MARK"]
 
 ROOT = "lib"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def message_for(record: logging.LogRecord) -> str:
-    """The pub/sub JSON of a record: level, timestamp, name, log_message, task."""
-    msg = {
-        "level": record.levelname,
-        "timestamp": _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc)
-        .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "name": record.name,
-        "log_message": record.getMessage(),
-    }
+#: Where a record's ``seq`` goes, until it is numbered (a number no record holds).
+SEQ_MARK = -7_294_530_118_327
+
+
+def message_for(record: logging.LogRecord, fmt: str = "simlib", run: str | None = None) -> str:
+    """The pub/sub message of a record.
+
+    ``simlib``: JSON encoded once, ``{"level", "timestamp" (UTC, ms), "name", "log_message",
+    "task"?}``. ``article``: exactly as the original simulator wrote it: the logger name
+    prefixed ``redis.``, the timestamp local and with microseconds, the message text as
+    given, and the whole object encoded twice (a JSON string of the JSON). With ``run``,
+    the envelope also carries ``run`` and ``seq`` (:data:`SEQ_MARK` until numbered)."""
     task = getattr(record, "task", None)
+    if fmt == "article":
+        msg = {"level": record.levelname, "timestamp": _dt.datetime.fromtimestamp(record.created).isoformat(),
+               "name": f"redis.{record.name}", "log_message": record.msg}
+    else:
+        msg = {"level": record.levelname,
+               "timestamp": _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc)
+               .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+               "name": record.name, "log_message": record.getMessage()}
     if task is not None:
         msg["task"] = task
-    return json.dumps(msg)
+    if run is not None:
+        msg["run"], msg["seq"] = run, SEQ_MARK
+    return json.dumps(json.dumps(msg)) if fmt == "article" else json.dumps(msg)
+
+
+def resolve_run(client, settings: Settings) -> str:
+    """The run id of this deployment: RUN_ID, else the one Redis keeps (made if missing)."""
+    if settings.run_id:
+        return settings.run_id
+    from .keys import Keyspace  # noqa: PLC0415
+
+    key = Keyspace().run
+    client.set(key, uuid.uuid4().hex[:12], nx=True)
+    return client.get(key)
 
 
 class RedisPubSubHandler(logging.Handler):
-    """Publishes each record on the channel named after its logger.
+    """Publishes each record on the channel named after its logger, numbered.
 
-    ``emit`` only enqueues; a daemon thread drains the queue and sends a pipeline of
-    PUBLISH commands per batch. ``flush`` waits (bounded) until the queue is sent.
+    ``emit`` only enqueues; a daemon thread drains the queue and publishes each batch with
+    one script call (``lua/publish.lua``), which numbers the records from the run's
+    counter as it publishes them. ``flush`` waits (bounded) until the queue is sent.
     """
 
-    def __init__(self, url: str, level: int = logging.NOTSET, batch: int = 500):
+    def __init__(self, settings: Settings, level: int = logging.NOTSET, batch: int = 500):
         # the client first: a URL redis-py refuses raises here, before logging.Handler
         # registers this handler for a close() at exit that would find it half built
-        client = redis.Redis.from_url(url, decode_responses=True)
+        if settings.redis_cluster:  # the counter may be on any node: route the script by it
+            from redis.cluster import RedisCluster  # noqa: PLC0415
+
+            client = RedisCluster.from_url(settings.redis_url, decode_responses=True)
+        else:
+            client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         super().__init__(level)
-        self.url = url
+        self.settings = settings
+        self.url = settings.redis_url
+        #: what makes two handlers the same (setup_logging keeps one per process)
+        self.key = (settings.redis_url, settings.log_format, settings.run_id, settings.redis_cluster)
+        self.fmt = settings.log_format
         self.batch = batch
+        self.run: str | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._sent = threading.Condition()
         self._enqueued = 0
         self._published = 0
         self._closed = False
         self._client = client
+        from .scripts import load_script  # noqa: PLC0415
+
+        self._publish = client.register_script(load_script("publish", settings.redis_cluster))
         self._thread = threading.Thread(target=self._pump, name="redis-log-publisher", daemon=True)
         self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "published", False):  # a Lua script already published it
             return
-        try:  # the channel is the logger's name, unless the record names one (clean-up tasks)
-            payload = (getattr(record, "channel", None) or record.name, message_for(record))
-        except Exception:
-            self.handleError(record)
-            return
         with self._sent:
             self._enqueued += 1
-        self._queue.put(payload)
+        self._queue.put(record)
 
     def _pump(self) -> None:
+        mark = str(SEQ_MARK)
         while True:
             item = self._queue.get()
             if item is None:
@@ -94,11 +129,21 @@ class RedisPubSubHandler(logging.Handler):
                     break
                 items.append(nxt)
             try:
-                pipe = self._client.pipeline(transaction=False)
-                for channel, message in items:
-                    pipe.publish(channel, message)
-                pipe.execute()
-            except redis.RedisError as exc:  # Redis gone: say so once per batch, keep going
+                if self.run is None:
+                    self.run = resolve_run(self._client, self.settings)
+                args = []
+                for record in items:  # the channel is the logger's name, unless the record names one
+                    try:
+                        head, tail = message_for(record, self.fmt, self.run).split(mark, 1)
+                    except Exception:
+                        self.handleError(record)
+                        continue
+                    args += [getattr(record, "channel", None) or record.name, head, tail]
+                if args:
+                    from .keys import Keyspace  # noqa: PLC0415
+
+                    self._publish(keys=[Keyspace().seq(self.run)], args=args)
+            except Exception as exc:  # Redis gone (or a cluster unreachable): say so once per batch, keep going
                 sys.stderr.write(f"simlib: could not publish {len(items)} log records: {exc}\n")
             with self._sent:
                 self._published += len(items)
@@ -148,11 +193,12 @@ def setup_logging(settings: Settings, *, stdout_level: str | None = None, stream
                 terminal.setStream(stream)
         have = [h for h in root.handlers if isinstance(h, RedisPubSubHandler)]
         if settings.logger_module == "redis" and settings.redis_url:
-            if not any(h.url == settings.redis_url for h in have):
+            wanted = (settings.redis_url, settings.log_format, settings.run_id, settings.redis_cluster)
+            if not any(h.key == wanted for h in have):
                 for h in have:
                     root.removeHandler(h)
                     h.close()
-                root.addHandler(RedisPubSubHandler(settings.redis_url, level=settings.log_level))
+                root.addHandler(RedisPubSubHandler(settings, level=settings.log_level))
         else:
             for h in have:
                 root.removeHandler(h)

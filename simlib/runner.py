@@ -14,15 +14,18 @@ import dataclasses
 import json
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from .config import Settings
 from .game import killed
 from .keys import GAME_CHANNEL, Keyspace
 from .launch import Handle, start_players, start_server, start_worker
+from .logs import flush_logs
 from .player import STOP_GRACE, Recorder
 from .roster import build_db, load_roster
 from .store import EmbeddedRedis, connect, ensure_redis
+from .stream import RunTap
 
 __all__ = ["simulate", "RunResult", "ensure_roster"]
 
@@ -56,6 +59,8 @@ class RunResult:
     forfeits: list[dict] = dataclasses.field(default_factory=list)
     drop_rate: float = 0.0
     _frames: dict | None = dataclasses.field(default=None, repr=False, compare=False)
+    #: where records.jsonl was written while the run played (simulate(out=...))
+    out: Path | None = None
 
     @property
     def seconds(self) -> float:
@@ -132,6 +137,20 @@ class RunResult:
             lines.append(f"errors    {s['errors']} (first: {self.recorder.errors[0]})")
         return "\n".join(lines)
 
+    def write(self, directory: str | Path) -> list[Path]:
+        """The run's files in ``directory``: the tables as Parquet, and, when the records were
+        written there while the run played, the answer key made from them."""
+        paths = self.to_parquet(directory)
+        if self.out is not None and Path(self.out) == Path(directory):
+            from .answers import ANSWER_FILE, answer_key  # noqa: PLC0415
+            from .stream import RECORDS_FILE, read_records  # noqa: PLC0415
+
+            key = answer_key(record for _channel, _data, record in read_records(directory) if record)
+            key["run"] = self.settings.run_id
+            (Path(directory) / ANSWER_FILE).write_text(json.dumps(key, indent=1))
+            paths += [Path(directory) / RECORDS_FILE, Path(directory) / ANSWER_FILE]
+        return paths
+
     def to_parquet(self, directory: str | Path) -> list[Path]:
         """Write games, players, attacks and forfeits as Parquet files; returns their paths."""
         from .explore import write_parquet  # noqa: PLC0415
@@ -143,7 +162,7 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
              servers: int = 1, seed: int | None = None, style: str = "fast", progress: bool = True,
              server_mode: str = "process", stop: threading.Event | None = None,
              two_share: float = 0.6, stdout_level: str | None = "WARNING", player_procs: int = 1,
-             drop_rate: float = 0.0) -> RunResult:
+             drop_rate: float = 0.0, out: str | Path | None = None) -> RunResult:
     """Run a whole simulation and return its result (see module doc).
 
     ``games`` defaults to CLIENT_GAMES; -1 plays until ``stop`` is set (or Ctrl-C).
@@ -151,13 +170,18 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
     Server ``i`` listens on WEBSOCKET_PORT + i when WEBSOCKET_PORT is set, else on a free port.
     ``stdout_level`` keeps server processes quiet on the terminal under the progress
     bar; pub/sub still gets every record at LOG_LEVEL. ``drop_rate``: each bot walks away
-    from a game mid-way with this probability (forfeits and abandoned lobbies).
+    from a game mid-way with this probability (forfeits and abandoned lobbies). ``out``:
+    a folder where the run's records are written as they come (``records.jsonl``, every
+    message on ``lib.*`` in ``seq`` order); :meth:`RunResult.write` adds the tables and the
+    answer key. Each run gets a run id of its own (unless RUN_ID is set).
 
     A run always ends: bots give up after repeated failures, and once they are done the
     run waits (bounded) for the deadlines of its last games, so every game it played is
     Completed or Timed Out when it returns. Ctrl-C stops it within seconds.
     """
     settings = settings or Settings.from_env()
+    if not settings.run_id:  # this run's records are numbered on their own
+        settings = settings.replace(run_id=uuid.uuid4().hex[:12])
     games = settings.client_games if games is None else games
     if players < 1 or servers < 1 or workers < 0:
         raise ValueError("need at least 1 player and 1 server, and 0 or more workers")
@@ -183,7 +207,7 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
             ensure_roster(client, keys)
             hero_names = {h: json.loads(v).get("name", h) for h, v in client.hgetall(keys.superheros).items()}
         if settings.logger_module == "redis":
-            tap = _ForfeitTap(settings)
+            tap = RunTap(settings, settings.run_id, Path(out) if out is not None else None)
 
         # workers first, so that no clean-up task is published before someone listens
         handles["workers"] = [start_worker(settings, name=f"worker-{i}", stdout_level=stdout_level)
@@ -225,12 +249,18 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
         if bots.error is not None:
             raise bots.error
         connections = [getattr(h.part, "connections", None) for h in handles["servers"]]
+        _stop_all(handles, quick=interrupted)  # the parts' last records go out as they stop
+        flush_logs()
+        forfeits = []
+        if tap is not None:
+            with connect(settings) as client:  # every record the run numbered is taken before the tap stops
+                tap.wait_for(int(client.get(keys.seq(settings.run_id)) or 0), timeout=10)
+            forfeits, tap = tap.stop(), None
         played = {row["game"] for row in recorder.games}
-        forfeits = [f for f in tap.stop()] if tap is not None else []
-        tap = None
         return RunResult(recorder, settings, players, games, servers, workers, seed, started, ended, hero_names,
                          [c for c in connections if c is not None], interrupted,
-                         [f for f in forfeits if f["PAYLOAD"]["GAME_TOKEN"] in played], drop_rate)
+                         [f for f in forfeits if f["PAYLOAD"]["GAME_TOKEN"] in played], drop_rate,
+                         out=Path(out) if out is not None else None)
     finally:
         if bar is not None:
             bar.close()
@@ -258,46 +288,6 @@ def _settle(settings: Settings, keys: Keyspace, games: set[str]) -> None:
             seconds, micros = client.time()
             wait = (min(scores) - (seconds * 1000 + micros / 1000)) / 1000 + 0.05
             wake.wait(min(max(wait, 0.05), max(limit - time.monotonic(), 0)))
-
-
-class _ForfeitTap:
-    """Collects the FORFEIT records published on lib.server.game while a run plays."""
-
-    def __init__(self, settings: Settings):
-        import redis  # noqa: PLC0415
-
-        self._client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(GAME_CHANNEL)
-        self.records: list[dict] = []
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._read, name="forfeit-tap", daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                message = self._pubsub.get_message(timeout=0.5)
-            except Exception:  # Redis away: forfeits of that time are not counted here
-                if self._stopping.wait(0.5):
-                    return
-                continue
-            if message and '"FORFEIT"' in message["data"]:
-                try:
-                    record = json.loads(message["data"]).get("task")
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and record.get("STATUS", {}).get("ACTION") == "FORFEIT":
-                    self.records.append(record)
-
-    def stop(self) -> list[dict]:
-        if not self._stopping.is_set():
-            self._stopping.set()
-            self._thread.join(2)
-            with contextlib.suppress(Exception):
-                self._pubsub.close()
-                self._client.close()
-        return self.records
 
 
 def _stop_all(handles: dict[str, list[Handle]], quick: bool = False) -> None:

@@ -138,6 +138,7 @@ class GameServer:
         tasks: list[asyncio.Task] = []
         try:
             await self.hub.start()
+            await self.db.open()
             await self.db.heartbeat(LEASE)
             tasks = [asyncio.create_task(self.watcher.run(), name="deadlines"),
                      asyncio.create_task(self._heartbeat(), name="lease"),

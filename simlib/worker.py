@@ -36,9 +36,10 @@ from typing import Protocol
 import redis
 
 from . import aio
-from . import protocol as P
 from .config import Settings
 from .keys import TASKS_GROUP, WORKER_LOGGER, Keyspace
+from .logs import SEQ_MARK, message_for, resolve_run
+from .scripts import load_script
 from .store import connect
 from .sweep import Cleaner, sweep
 
@@ -84,6 +85,8 @@ class PubSubSource:
             return None
         try:
             decoded = json.loads(message["data"].decode("utf-8"))
+            if isinstance(decoded, str):  # LOG_FORMAT=article: the object was encoded twice
+                decoded = json.loads(decoded)
         except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
             return {}
         return decoded if isinstance(decoded, dict) else {}
@@ -299,13 +302,17 @@ class Worker:
             if self.transport == "streams":
                 self._draining.set()
                 return
-            # the drain marker travels the channel, as a JSON record like the others
+            # the drain marker travels the channel, as a record like the others
             self._drain_token = f"{self.name}:{uuid.uuid4().hex}"
-            marker = json.dumps({"level": "INFO", "timestamp": P.timestamp(), "name": WORKER_LOGGER,
-                                 "log_message": DRAIN_MESSAGE, "task": {"drain": self._drain_token}})
+            marker = logging.LogRecord(WORKER_LOGGER, logging.INFO, __file__, 0, DRAIN_MESSAGE, None, None)
+            marker.task = {"drain": self._drain_token}
             try:
                 with connect(self.settings) as client:
-                    if client.publish(self.settings.worker_channel, marker) > 0:
+                    run = resolve_run(client, self.settings)
+                    head, tail = message_for(marker, self.settings.log_format, run).split(str(SEQ_MARK), 1)
+                    publish = client.register_script(load_script("publish", self.settings.redis_cluster))
+                    publish(keys=[self.keys.seq(run)], args=[self.settings.worker_channel, head, tail])
+                    if dict(client.pubsub_numsub(self.settings.worker_channel)).get(self.settings.worker_channel):
                         return
             except Exception:  # Redis gone: stop without draining
                 pass
@@ -348,6 +355,10 @@ class _DeadlineThread:
     async def _main(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         watcher = self._make()
+        try:
+            await watcher.db.open()
+        except redis.RedisError:  # Redis away at start: the watcher retries, the run id follows
+            pass
         self.applied = watcher.applied
         task = asyncio.create_task(watcher.run())
         self._started.set()

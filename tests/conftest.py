@@ -140,13 +140,18 @@ def find(open_, user: str, n: int) -> dict:
     return reply
 
 
+PLUMBING = tuple(k.encode() for k in (Keyspace().server_lease(""), Keyspace().seq(""), Keyspace().run))
+
+
 def snapshot(client: redis.Redis) -> dict:
     """Every key with its type, value and TTL: equal snapshots mean nothing changed.
 
     Values are compared by content, not by DUMP bytes: a read may advance the
     incremental rehash of a large hash, which reorders its DUMP but changes nothing.
-    A game server's lease key (``{users}:server:<id>``) is left out: the server renews
-    it on a timer, whatever the requests do."""
+    Left out: a game server's lease key (``{users}:server:<id>``), which the server renews
+    on a timer whatever the requests do, and the records' plumbing (the run id and each
+    run's record counter, ``simlib:run`` and ``simlib:seq:<run>``), which every published
+    record moves on: a log record is not a change of the game."""
     kw = client.connection_pool.connection_kwargs
     raw = redis.Redis(host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), db=kw.get("db", 0))
     read = {b"string": raw.get, b"hash": raw.hgetall, b"list": lambda k: raw.lrange(k, 0, -1),
@@ -156,7 +161,7 @@ def snapshot(client: redis.Redis) -> dict:
     try:
         out = {}
         for k in raw.scan_iter(count=1000):
-            if k.startswith(Keyspace().server_lease("").encode()):
+            if k.startswith(PLUMBING):
                 continue
             kind = raw.type(k)
             out[k] = (kind, read[kind](k) if kind in read else raw.dump(k), raw.ttl(k))

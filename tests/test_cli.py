@@ -71,7 +71,8 @@ def test_run_writes_parquet(tmp_path, redis_server):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("wrote ")] == [
-        f"wrote {out / name}.parquet" for name in ("games", "players", "attacks", "forfeits")]
+        f"wrote {out / name}" for name in ("games.parquet", "players.parquet", "attacks.parquet", "forfeits.parquet",
+                                           "records.jsonl", "answer_key.json")]
     assert "player-games: 100%" in proc.stderr and "8/8" in proc.stderr
     assert summary["player_games"] == 8
     games = pd.read_parquet(out / "games.parquet")

@@ -13,12 +13,13 @@ import pytest
 import redis
 
 from conftest import Tap
+from simlib.config import Settings
 from simlib.keys import GAME_CHANNEL, LOBBY_CHANNEL
 from simlib.launch import start_players
 from simlib.logs import RedisPubSubHandler, TaskAdapter, flush_logs, setup_logging
 from simlib.worker import CLEAN_MESSAGE
 
-MESSAGE_KEYS = {"level", "timestamp", "name", "log_message"}
+MESSAGE_KEYS = {"level", "timestamp", "name", "log_message", "run", "seq"}
 
 
 def publish_calls(client: redis.Redis) -> int:
@@ -52,7 +53,7 @@ def tap(redis_server):
 
 
 def test_record_arrives_on_logger_channel_as_json_encoded_once(pubsub_logging, tap, r):
-    """A record on lib.server.game arrives on that channel as one JSON object (level, ISO timestamp, name, log_message, task object)."""
+    """A record on lib.server.game arrives on that channel as one JSON object (level, ISO timestamp, name, log_message, task object, run, seq)."""
     game_log = TaskAdapter(logging.getLogger(GAME_CHANNEL), {})
     task = {"game_token": "g-1", "user_token": "u-1", "n": 3, "nested": {"a": [1, 2]}}
     before = dt.datetime.now(dt.timezone.utc)
@@ -75,6 +76,9 @@ def test_record_arrives_on_logger_channel_as_json_encoded_once(pubsub_logging, t
     assert set(without) == MESSAGE_KEYS
     assert without["level"] == "WARNING"
     assert without["log_message"] == "no task here"
+    # numbered: the run's counter gives consecutive seqs, and both carry the run id
+    assert with_task["run"] == without["run"] == r.get("simlib:run")
+    assert without["seq"] == with_task["seq"] + 1 and with_task["seq"] >= 1
     for msg in got:
         stamp = dt.datetime.fromisoformat(msg["timestamp"])
         assert stamp.utcoffset() == dt.timedelta(0)
@@ -106,7 +110,7 @@ def test_default_logger_module_publishes_nothing(pubsub_logging, settings, tap, 
 def test_handler_batches_and_flush_waits_until_all_are_out(redis_server, r, tap):
     """N records go out as N PUBLISH calls in few pipelined batches, in order; emit never blocks, flush waits for all."""
     n, batch = 1000, 100
-    handler = RedisPubSubHandler(redis_server.url, batch=batch)
+    handler = RedisPubSubHandler(Settings(redis_url=redis_server.url), batch=batch)
     log = logging.getLogger(GAME_CHANNEL + ".batch-test")  # not under the lib handlers
     log.propagate = False
     log.setLevel(logging.INFO)
@@ -140,7 +144,7 @@ def test_handler_batches_and_flush_waits_until_all_are_out(redis_server, r, tap)
 
 def test_flush_counts_every_record_without_pause(redis_server, r):
     """Without any pause too, flush() returns True only once every emitted record is published (calls == N)."""
-    handler = RedisPubSubHandler(redis_server.url)
+    handler = RedisPubSubHandler(Settings(redis_url=redis_server.url))
     log = logging.getLogger(GAME_CHANNEL + ".flush-test")
     log.propagate = False
     log.setLevel(logging.INFO)

@@ -219,7 +219,7 @@ def test_no_enemy_record_bytes_equal_the_lua_reply(r, keys, client):
 
     kind, record = script(
         keys=[keys.status(g.token), keys.deadlines],
-        args=[ts, keys.events_channel, "", "", "0", 10_000, 5_000, "", "", g.token, winner, ""])
+        args=[ts, keys.events_channel, "", "", "0", 10_000, 5_000, "", "", "run", keys.seq("run"), g.token, winner, ""])
 
     assert kind == "NA"
     assert record == P.dumps(P.no_enemy_left(ts, g.token, winner))

@@ -9,20 +9,23 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- What the calling process passes to every script that changes a game (ARGV[1..9]):
+-- What the calling process passes to every script that changes a game (ARGV[1..11]):
 -- the record timestamp, the events channel, the combat and lobby log channels ('' = do
 -- not publish), '1' to pause between turns, the turn and lobby time-outs in ms, where
--- clean-up tasks go: a pub/sub channel ('' = none) and a stream key ('' = none); and the
+-- clean-up tasks go: a pub/sub channel ('' = none) and a stream key ('' = none), the run
+-- id and its record counter (every record published carries run and seq); and the
 -- deadlines index key (none on a cluster, where the caller indexes deadlines itself).
 -- A script's own arguments follow: arg(1), arg(2)...
+local CONTEXT = 11
+
 local function context(index_key)
   return {ts = ARGV[1], events = ARGV[2], combat = ARGV[3], lobby = ARGV[4], pause = ARGV[5] == '1',
           turn_ms = tonumber(ARGV[6]), lobby_ms = tonumber(ARGV[7]), tasks = ARGV[8], stream = ARGV[9],
-          index = index_key or ''}
+          run = ARGV[10], seq = ARGV[11], index = index_key or ''}
 end
 
 local function arg(i)
-  return ARGV[9 + i]
+  return ARGV[CONTEXT + i]
 end
 
 local function playing(status)
@@ -31,14 +34,15 @@ end
 
 -- The log transport's pub/sub message, byte for byte as simlib.logs.message_for writes it,
 -- published from inside the script so a record goes out atomically with the change it
--- reports (a clean-up task cannot be lost between a game's end and its announcement).
--- channel '' = do not publish.
-local function publish_log(channel, ts, text, task)
+-- reports (a clean-up task cannot be lost between a game's end and its announcement),
+-- numbered from the run's counter in the same step. channel '' = do not publish.
+local function publish_log(c, channel, text, task)
   if channel == '' then
     return
   end
-  redis.call('PUBLISH', channel, '{"level": "INFO", "timestamp": "' .. ts .. '", "name": "' .. channel ..
-    '", "log_message": "' .. text .. '", "task": ' .. task .. '}')
+  redis.call('PUBLISH', channel, '{"level": "INFO", "timestamp": "' .. c.ts .. '", "name": "' .. channel ..
+    '", "log_message": "' .. text .. '", "task": ' .. task .. ', "run": "' .. c.run .. '", "seq": ' ..
+    redis.call('INCR', c.seq) .. '}')
 end
 
 local function json_list(items)
@@ -53,11 +57,11 @@ end
 -- tasks stream (Redis Streams transport; kept until a worker acknowledges it).
 local function publish_game_over(c, game, status, winner, members)
   table.sort(members)
-  publish_log(c.lobby, c.ts, 'Game Finished: ' .. status, '{"game_token": "' .. game .. '", "status": "' ..
+  publish_log(c, c.lobby, 'Game Finished: ' .. status, '{"game_token": "' .. game .. '", "status": "' ..
     status .. '", "winner": ' .. (winner and ('"' .. winner .. '"') or 'null') .. ', "members": ' ..
     json_list(members) .. '}')
   for _, m in ipairs(members) do
-    publish_log(c.tasks, c.ts, 'Cleaning Game Records', '{"game_token": "' .. game .. '", "user_token": "' .. m .. '"}')
+    publish_log(c, c.tasks, 'Cleaning Game Records', '{"game_token": "' .. game .. '", "user_token": "' .. m .. '"}')
     if c.stream ~= '' then
       redis.call('XADD', c.stream, '*', 'game_token', game, 'user_token', m)
     end
@@ -101,6 +105,13 @@ local function start_game(c, game, now)
     heroes[m] = redis.call('HMGET', K.hero(game, m), 'id', 'attack', 'health')
   end
   set_deadline(c, game, now + c.turn_ms)
+  local shown = {}
+  for _, m in ipairs(members) do
+    local h = heroes[m]
+    table.insert(shown, '"' .. m .. '": {"id": ' .. h[1] .. ', "attack": ' .. h[2] .. ', "health": ' .. h[3] .. '}')
+  end
+  publish_log(c, c.lobby, 'Game Started: ' .. game, '{"game_token": "' .. game .. '", "members": ' ..
+    json_list(members) .. ', "heroes": {' .. table.concat(shown, ', ') .. '}}')
   return publish_event(c, {t = 'start', g = game, u = members[1], n = 0, m = members, h = heroes,
                            d = now + c.turn_ms})
 end
@@ -153,7 +164,7 @@ local function forfeit(c, game, user, reason, now)
   local record = '{"TIMESTAMP": "' .. c.ts .. '", "PAYLOAD": {"GAME_TOKEN": "' .. game .. '", "USER_TOKEN": "' ..
     user .. '"}, "STATUS": {"ACTION": "FORFEIT", "DETAILS": {"REASON": "' .. reason .. '"}}}'
   local n = redis.call('RPUSH', K.logs(game), record)
-  publish_log(c.combat, c.ts, 'Player Forfeited', record)
+  publish_log(c, c.combat, 'Player Forfeited', record)
   local living = redis.call('LRANGE', order, 0, -1)
   if was_head or #living <= 1 then
     return record, next_turn(c, game, status, living, n, now)

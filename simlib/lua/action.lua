@@ -1,7 +1,7 @@
 -- Apply one attack, or answer "no enemy left". Atomic, one round trip.
 -- KEYS[1] the game's status key (it routes the call to the game's slot on a cluster),
 -- KEYS[2] the deadlines index (not on a cluster)
--- ARGV[1..9] the context (_prelude.lua), then game, user, enemy ('' = none)
+-- ARGV[1..11] the context (_prelude.lua), then game, user, enemy ('' = none)
 -- The combat record goes out on the combat log channel in this round trip; when this
 -- attack ends the game, its end and clean-up tasks go out on the lobby log channel.
 -- Returns {'ERR', status, code} | {'NA', record} | {'OK', record, event}: the event as
@@ -68,7 +68,7 @@ local record = '{"TIMESTAMP": "' .. c.ts .. '", "PAYLOAD": {"GAME_TOKEN": "' .. 
   string.format('%d', prior - post) .. ', "ENEMY_HEALTH_PRIOR": ' .. string.format('%d', prior) ..
   ', "ENEMY_HEALTH_POST": ' .. string.format('%d', post) .. '}}}'
 local n = redis.call('RPUSH', K.logs(game), record)
-publish_log(c.combat, c.ts, 'Attack Completed', record)
+publish_log(c, c.combat, 'Attack Completed', record)
 
 redis.call('LMOVE', order, order, 'LEFT', 'RIGHT')
 if post == 0 then

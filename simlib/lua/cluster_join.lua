@@ -1,6 +1,6 @@
 -- Cluster mode, step 2 of a join: the game's own keys, all in the game's hash slot.
 -- KEYS[1] the game's status key (routes the call to its slot)
--- ARGV[1..9] the context (_prelude.lua; no deadlines index here: the caller indexes),
+-- ARGV[1..11] the context (_prelude.lua; no deadlines index here: the caller indexes),
 -- then game, user, n, '1' if this user opened the game, then candidate heroes as (id, attack, health) triples, drawn by the server.
 -- (No join record from here: on a cluster the lobby records go through the log transport.)
 -- Returns {'OK', game, hero id, members joined, deadline, events...},
@@ -24,7 +24,7 @@ if redis.call('SISMEMBER', K.game(game), user) == 1 then
 end
 local taken = K.heroes_taken(game)
 local hero, attack, health
-for i = 14, #ARGV, 3 do
+for i = CONTEXT + 5, #ARGV, 3 do
   if redis.call('SISMEMBER', taken, ARGV[i]) == 0 then
     hero, attack, health = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     break

@@ -2,7 +2,7 @@
 -- it, the others find nothing to do. A lobby past its deadline is Timed Out; the player
 -- on turn past its deadline forfeits ('TURN TIMEOUT').
 -- KEYS[1] the game's status key, KEYS[2] the deadlines index (not on a cluster)
--- ARGV[1..9] the context (_prelude.lua), then the game
+-- ARGV[1..11] the context (_prelude.lua), then the game
 -- Returns {kind, deadline, record, event}: kind 'GONE' (the game ended or no longer
 -- exists: its index entry is dropped), 'LATER' (not due: deadline is the true one),
 -- 'TIMEOUT' or 'FORFEIT' (applied; deadline is the next one, 0 if none).

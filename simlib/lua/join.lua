@@ -3,7 +3,7 @@
 -- open, because every join goes through this script, and a user token is checked in a set.
 -- KEYS[1] games:players:<n>, KEYS[2] the deadlines index, KEYS[3] games:participants,
 -- KEYS[4] superheros, KEYS[5] the set of user tokens
--- ARGV[1..9] the context (_prelude.lua), then the user token, n, and a fresh game token
+-- ARGV[1..11] the context (_prelude.lua), then the user token, n, and a fresh game token
 -- (used if a game is opened)
 -- A lobby past its deadline is never joined: it is timed out here, and a new one opened.
 -- Returns {'ERR', status, code} or {'OK', game, hero id, members joined, lobby deadline,
@@ -22,7 +22,7 @@ local now = now_ms()
 local events = {}
 
 local function answer(game, hero, joined)
-  publish_log(c.lobby, c.ts, 'Player Joined Game: ' .. game, '{"game_token": "' .. game .. '", "user_token": "' ..
+  publish_log(c, c.lobby, 'Player Joined Game: ' .. game, '{"game_token": "' .. game .. '", "user_token": "' ..
     user .. '", "hero_id": ' .. hero .. ', "joined": ' .. joined .. ', "participants": ' .. n .. '}')
   local out = {'OK', game, hero, joined, tonumber(redis.call('GET', K.deadline(game))) or 0}
   for _, e in ipairs(events) do

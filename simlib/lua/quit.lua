@@ -3,7 +3,7 @@
 -- player forfeits. Atomic.
 -- KEYS[1] the game's status key, KEYS[2] the deadlines index and KEYS[3]
 -- games:participants (neither on a cluster, where the caller updates them)
--- ARGV[1..9] the context (_prelude.lua), then game, user, reason
+-- ARGV[1..11] the context (_prelude.lua), then game, user, reason
 -- Returns {'LEFT'} | {'TIMEOUT', event} | {'FORFEIT', record, event ('' = none)} | {'NONE'}
 local c = context(KEYS[2])
 local game, user = arg(1), arg(2)
@@ -26,7 +26,7 @@ if status == STATUS.WAITING_LOBBY then
     table.sort(members)
     redis.call('SET', K.host(game), members[1])
   end
-  publish_log(c.lobby, c.ts, 'Player Left Game: ' .. game, '{"game_token": "' .. game .. '", "user_token": "' ..
+  publish_log(c, c.lobby, 'Player Left Game: ' .. game, '{"game_token": "' .. game .. '", "user_token": "' ..
     user .. '"}')
   return {'LEFT'}
 end
