@@ -289,8 +289,53 @@ def machine() -> dict:
             "libraries": versions}
 
 
+def measure_replay(settings: Settings, records: int = 50_000) -> dict:
+    """``simlib replay --max``: a short run recorded, its records sent again as fast as Redis
+    takes them (repeated up to ``records``), pipelined on pub/sub with one subscriber."""
+    import tempfile  # noqa: PLC0415
+
+    from .runner import simulate  # noqa: PLC0415
+    from .stream import read_records, replay  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="simlib-bench-") as out:
+        simulate(settings, players=20, games=3, workers=1, progress=False, server_mode="thread", out=out, seed=1)
+        rows = list(read_records(out))
+    rows = (rows * (records // max(len(rows), 1) + 1))[:records]
+    client = connect(settings)
+    listener = client.pubsub()
+    listener.psubscribe("lib.*")  # a consumer listens, as it would
+    try:
+        sent, seconds = replay(client, rows, flat_out=True)
+    finally:
+        listener.close()
+        client.close()
+    return {"records": sent, "seconds": round(seconds, 3), "records_per_s": round(sent / seconds)}
+
+
+def measure_held_rate(settings: Settings, rate: float, window: float, players: int) -> dict:
+    """``simlib run --rate``: attacks per second over a window of a steady run (v2 bots), and
+    the most any one second of it strayed from the rate."""
+    from .runner import simulate  # noqa: PLC0415
+
+    stop = threading.Event()
+    timer = threading.Timer(window + 2, stop.set)
+    timer.start()
+    try:
+        result = simulate(settings, players=players, games=-1, workers=1, style="v2", rate=rate, progress=False,
+                          server_mode="process", stop=stop)
+    finally:
+        timer.cancel()
+    times = sorted(result.recorder.attack_times)
+    start = times[0] + 1 if times else 0  # a second of start-up left out
+    seconds = [sum(1 for t in times if start + i <= t < start + i + 1) for i in range(int(window))]
+    held = sum(seconds) / len(seconds) if seconds else 0.0
+    return {"rate": rate, "players": players, "held_attacks_per_s": round(held, 1),
+            "worst_second_off_by": f"{max(abs(n - rate) for n in seconds) / rate:.1%}" if seconds else None,
+            "errors": len(result.recorder.errors)}
+
+
 def run_bench(scenarios=SCENARIOS, *, warmup: float = 3.0, window: float = 10.0, joins: int = 200,
-              finished: int = 50_000, progress=print) -> dict:
+              finished: int = 50_000, progress=print, rates=(100, 1000), replay_records: int = 50_000) -> dict:
     """Run every measurement on a private embedded Redis; return the figures."""
     heroes = load_roster()
     aio.tune_gc()  # the bots play in this process, as the servers do in theirs
@@ -314,6 +359,14 @@ def run_bench(scenarios=SCENARIOS, *, warmup: float = 3.0, window: float = 10.0,
         out["join_finished_games"] = finished
         progress("memory per game and keys left after clean-up ...")
         out.update(measure_memory_and_cleanup(settings, client, heroes))
+        progress("replay --max ...")
+        _fresh(client, heroes)
+        out["replay"] = measure_replay(settings, replay_records)
+        out["held_rates"] = []
+        for rate in rates:
+            progress(f"run --rate {rate} ...")
+            _fresh(client, heroes)
+            out["held_rates"].append(measure_held_rate(settings, rate, window, players=max(10, int(rate // 10))))
         client.close()
     return out
 
@@ -337,6 +390,10 @@ def markdown(result: dict) -> str:
         f"{result[f'join_ms_at_{k}k']} ms with {result.get('join_finished_games', 50_000):,}",
         f"Redis memory per finished game (no worker): {result['memory_per_game_bytes']} bytes; "
         f"games:* keys left after clean-up: {result['keys_left_after_cleanup']}",
+        f"replay --max: {result['replay']['records_per_s']:,} records/s ({result['replay']['records']:,} records)",
+        "run --rate: " + "; ".join(f"{h['rate']:g}/s asked, {h['held_attacks_per_s']:g}/s held ({h['players']} players, "
+                                   f"worst second off by {h['worst_second_off_by']}, {h['errors']} errors)"
+                                   for h in result["held_rates"]),
         f"machine: {m['cores']} cores, Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()),
     ]

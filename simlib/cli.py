@@ -68,6 +68,16 @@ def _workers(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
+    return value
+
+
 def _share(text: str) -> float:
     try:
         value = float(text)
@@ -102,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "step, as the original bots; v2: the session protocol, one connection per bot")
     run.add_argument("--two-share", type=_share, default=0.6, metavar="P",
                      help="share of each bot's games asked as 2-player games (default 0.6)")
+    run.add_argument("--rate", type=_positive_float, default=None, metavar="N",
+                     help="hold the run to N attacks per second, steadily (the servers do not pause between turns; "
+                          "with --games -1 a stream until Ctrl-C). Needs players enough: each waits its turn, so "
+                          "keep players / N under TURN_TIMEOUT")
     run.add_argument("--drop-rate", type=_share, default=0.0, metavar="P",
                      help="each bot walks away from a game mid-way with probability P, seeded with --seed: the "
                           "stream then carries forfeits and abandoned lobbies (default 0)")
@@ -184,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of each bot's games asked as 2-player games (default 0.6)")
     player.add_argument("--drop-rate", type=_share, default=0.0, metavar="P",
                         help="each bot walks away from a game mid-way with probability P (default 0)")
+    player.add_argument("--rate", type=_positive_float, default=None, metavar="N",
+                        help="these bots' attacks per second, in all (default: as fast as the game goes)")
     _launcher_options(player)
     # simlib.launch runs a run's bots as several of these: one name prefix and global
     # bot indices keep names unique and seeds per bot; games and records come back
@@ -331,7 +347,7 @@ def _run(settings, args) -> int:
         result = simulate(settings, players=args.players, games=args.games, workers=workers,
                           servers=args.servers, seed=args.seed, style=args.bot, progress=not args.no_progress,
                           server_mode=args.server_mode, two_share=args.two_share, player_procs=args.player_procs,
-                          drop_rate=args.drop_rate, out=args.out)
+                          drop_rate=args.drop_rate, out=args.out, rate=args.rate)
         if args.json:
             print(json.dumps(result.summary(), indent=2))
         else:
@@ -516,7 +532,7 @@ def _player(settings, args) -> int:
         recorder.on_game = lambda row: print(GAME, json.dumps(row), flush=True)
     bots = make_bots(urls, args.players, games, style=args.bot, seed=args.seed, prefix=args.name_prefix,
                      offset=args.index_offset, recorder=recorder, two_share=args.two_share,
-                     wait=wait_for_settings(settings), drop_rate=args.drop_rate)
+                     wait=wait_for_settings(settings), drop_rate=args.drop_rate, rate=args.rate)
     aio.tune_gc()
     if args.announce:  # the launcher's stop (SIGTERM) or its end: finish the current game (bounded)
         def stop(*_):
@@ -584,7 +600,8 @@ def _bench(settings, args) -> int:
 
     if args.quick:
         result = bench.run_bench(bench.QUICK, warmup=min(args.warmup, 0.5), window=min(args.window, 1.0),
-                                 joins=20, finished=2000, progress=lambda m: print(m, file=sys.stderr))
+                                 joins=20, finished=2000, progress=lambda m: print(m, file=sys.stderr),
+                                 rates=(50,), replay_records=2000)
     else:
         result = bench.run_bench(warmup=args.warmup, window=args.window,
                                  progress=lambda m: print(m, file=sys.stderr))

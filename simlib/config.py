@@ -170,6 +170,9 @@ class Settings:
     log_format: str = _var("LOG_FORMAT", "simlib", "the pub/sub messages: simlib (JSON encoded once, numbered) or "
                            "article (exactly as the original simulator wrote them, for consumers written for it)",
                            _choice("simlib", "article"))
+    run_seed: str = _var("RUN_SEED", "", "with a seed, each game's token and hero draw, and each user's token, come "
+                         "from it and the game's place in the run instead of chance (simlib run --seed sets it)",
+                         shown="none")
     run_id: str = _var("RUN_ID", "", "the id every record of one deployment carries (run), numbered per run "
                        "(seq); unset: the one Redis keeps (simlib:run), made by the first part that starts; "
                        "'simlib run' makes a new one", shown="from Redis")

@@ -14,6 +14,7 @@ followers at once, and write the game's records for this process's log handlers.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -143,10 +144,18 @@ class GameDB:
             self.records.user_created(name, token)
         return token, created
 
+    def _new_user_token(self, name: str) -> str:
+        """A token for a new user: chance, or in a seeded run made from the seed and the name
+        (so the turn order, the sorted tokens, repeats)."""
+        if not self.settings.run_seed:
+            return str(uuid.uuid4())
+        digest = hashlib.sha1(f"{self.settings.run_seed}:user:{name}".encode()).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
     async def _login(self, name: str, session: bool) -> list:
         k = self.keys
         return await self._scripts["login"](keys=[k.users, k.user_tokens, k.sessions, k.superheros],
-                                            args=[name, str(uuid.uuid4()), self.server if session else ""])
+                                            args=[name, self._new_user_token(name), self.server if session else ""])
 
     async def log_out(self, name: str) -> None:
         """A v2 session ended: its name is free again."""
@@ -204,8 +213,8 @@ class GameDB:
     async def _join(self, user: str, n: int) -> Joined:
         k = self.keys
         result = await self._scripts["join"](
-            keys=[k.players(n), k.deadlines, k.participants, k.superheros, k.user_tokens],
-            args=[*self._context(), user, n, str(uuid.uuid4())])
+            keys=[k.players(n), k.deadlines, k.participants, k.superheros, k.user_tokens, k.game_count(self.run)],
+            args=[*self._context(), user, n, str(uuid.uuid4()), self.settings.run_seed])
         if result[0] == "ERR":
             raise _refused(result)
         return Joined(result[1], int(result[2]), int(result[3]), int(result[4]), _events(result[5:]))
@@ -348,7 +357,7 @@ class ClusterGameDB(GameDB):
             return [-1]
         k = self.keys
         return await self._scripts["login"](keys=[k.users, k.user_tokens, k.sessions],
-                                            args=[name, str(uuid.uuid4()), self.server if session else ""])
+                                            args=[name, self._new_user_token(name), self.server if session else ""])
 
     async def _join(self, user: str, n: int) -> Joined:
         k = self.keys

@@ -56,6 +56,10 @@ class Keyspace:
     #: heroes, status, winner, log), capped at ARCHIVE_MAXLEN entries.
     archive: str = "archive:games"
 
+    def game_count(self, run: str) -> str:
+        """Counter: the games run ``run`` opened (a seeded run draws from each game's place)."""
+        return f"simlib:games:{run}"
+
     def seq(self, run: str) -> str:
         """Counter: the last ``seq`` given to a record of run ``run`` (records are numbered
         1, 2, 3... across every part of the run, with no gap and no repeat)."""

@@ -228,7 +228,7 @@ def _process_handle(name: str, args: list[str], settings: Settings, stdout_level
 def start_players(urls: list[str] | str, players: int, games: int, *, seed: int | None = None,
                   style: str = "fast", recorder=None, name_prefix: str | None = None,
                   two_share: float = 0.6, procs: int = 1, settings: Settings | None = None,
-                  timeout: float = 30.0, drop_rate: float = 0.0) -> Handle:
+                  timeout: float = 30.0, drop_rate: float = 0.0, rate: float | None = None) -> Handle:
     """Start ``players`` bots; bot i plays on ``urls[i % len]`` (and knows the others, for
     when its server is gone). ``procs`` = 1: in one thread (one event loop), and
     ``handle.recorder`` fills as games end. ``procs`` > 1: spread over that many ``simlib
@@ -236,22 +236,24 @@ def start_players(urls: list[str] | str, players: int, games: int, *, seed: int 
     which play the same bots as one thread would; ``recorder.on_game`` is called as they
     finish games, and ``handle.recorder`` holds their records once all have ended.
     ``stop()`` lets every bot finish its current game (at most STOP_GRACE seconds).
-    ``drop_rate``: each bot walks away from a game with this probability.
+    ``drop_rate``: each bot walks away from a game with this probability. ``rate``: the
+    bots' attacks per second in all (each process paces its share).
     """
-    from .player import Recorder, make_bots, play_all, run_id, wait_for_settings  # noqa: PLC0415
+    from .player import Recorder, bot_prefix, make_bots, play_all, wait_for_settings  # noqa: PLC0415
 
     if not 1 <= procs <= players:
         raise ValueError(f"procs must be between 1 and players ({players}), got {procs}")
     urls = [urls] if isinstance(urls, str) else list(urls)
     recorder = recorder or Recorder()
-    prefix = name_prefix or f"bot-{run_id()}-"
+    prefix = name_prefix or bot_prefix(seed)
     settings = settings or Settings.from_env()
     if procs > 1:
         return _player_processes(urls, players, games, procs, recorder, prefix, settings,
                                  timeout, ["--bot", style, "--two-share", repr(two_share), "--drop-rate", repr(drop_rate)]
-                                 + ([f"--seed={seed}"] if seed is not None else []))
+                                 + ([f"--seed={seed}"] if seed is not None else [])
+                                 + (["--rate", repr(rate / procs)] if rate else []))
     bots = make_bots(urls, players, games, style=style, seed=seed, prefix=prefix, recorder=recorder,
-                     two_share=two_share, wait=wait_for_settings(settings), drop_rate=drop_rate)
+                     two_share=two_share, wait=wait_for_settings(settings), drop_rate=drop_rate, rate=rate)
 
     class _Group:
         def stop(self):

@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from . import aio
 from . import protocol as P
 
-__all__ = ["Bot", "V1Bot", "FastBot", "SessionBot", "Recorder", "participant_deck", "BotError", "play_all",
+__all__ = ["Bot", "V1Bot", "FastBot", "SessionBot", "Recorder", "Pacer", "participant_deck", "BotError", "play_all",
            "make_bots", "STOP_GRACE", "wait_for_settings"]
 
 
@@ -124,6 +124,24 @@ class Recorder:
                     getattr(self, k).extend(data[k])
 
 
+class Pacer:
+    """Holds the bots of one process to ``rate`` attacks per second: each attack takes the
+    next slot of an evenly spaced schedule, so the stream is steady, with no burst (at
+    most half a second of slots is saved up through a lull)."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self._next: float | None = None
+
+    async def wait(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._next is None or self._next < now - 0.5:
+            self._next = now
+        slot, self._next = self._next, self._next + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
 #: Retried with back-off: what a network, a server going away or a refusal can cause.
 FAILURES = (OSError, WebSocketException, ConnectionClosed, BotError, TimeoutError)
 #: Seconds a stopped bot may go on with its current game before it leaves anyway.
@@ -146,13 +164,15 @@ class Bot:
 
     def __init__(self, urls: list[str] | str, name: str, games: int = 10, *, seed: int | str | None = None,
                  index: int = 0, recorder: Recorder | None = None, two_share: float = 0.6,
-                 open_timeout: float = 10.0, wait: float = 60.0, drop_rate: float = 0.0, max_failures: int = 8):
+                 open_timeout: float = 10.0, wait: float = 60.0, drop_rate: float = 0.0, max_failures: int = 8,
+                 deck: list[int] | None = None, pacer: Pacer | None = None):
         self.urls = [u.rstrip("/") for u in ([urls] if isinstance(urls, str) else urls)]
         self.url = self.urls[0]
         self.name = name
         self.games = games
         self.rng = random.Random(f"{seed}:{index}" if seed is not None else None)
-        self.deck = participant_deck(games, self.rng, two_share) if games > 0 else None
+        self.pacer = pacer  # shared by the bots of a paced run (--rate)
+        self.deck = deck if deck is not None else participant_deck(games, self.rng, two_share) if games > 0 else None
         self.two_share = two_share
         self.recorder = recorder or Recorder()
         self.open_timeout = open_timeout
@@ -384,6 +404,8 @@ class Bot:
         for _attempt in range(3):  # an enemy may forfeit between the look-up and the attack
             alive = await self._alive_enemies(game, others)
             enemy = self.rng.choice(alive) if alive else None
+            if self.pacer is not None:
+                await self.pacer.wait()
             if self._action_reply(row, await self._attack(game, enemy)) != "ENEMY_DEAD":
                 return
             others = [u for u in others if u != enemy]
@@ -507,6 +529,8 @@ class SessionBot(Bot):
 
     async def _aim(self, ws: ClientConnection) -> None:
         self._aimed = self.rng.choice(self._targets) if self._targets else None
+        if self.pacer is not None:
+            await self.pacer.wait()
         await ws.send(P.dumps({"TYPE": P.ATTACK_V2, "PAYLOAD": {"ENEMY_TOKEN": self._aimed}}))
 
     async def _on_reply(self, row: dict, frame: dict) -> None:
@@ -546,16 +570,29 @@ def run_id() -> str:
     return os.urandom(3).hex()
 
 
+def bot_prefix(seed: int | None) -> str:
+    """The name prefix of a run's bots: made up, or with a seed the seed's (so a seeded run's
+    users, and their tokens, are the same run after run)."""
+    return f"bot-s{seed}-" if seed is not None else f"bot-{run_id()}-"
+
+
 def make_bots(urls: list[str], players: int, games: int, *, style: str = "fast", seed: int | None = None,
               prefix: str | None = None, offset: int = 0, recorder: Recorder | None = None,
-              two_share: float = 0.6, wait: float = 60.0, drop_rate: float = 0.0) -> list[Bot]:
+              two_share: float = 0.6, wait: float = 60.0, drop_rate: float = 0.0,
+              rate: float | None = None) -> list[Bot]:
     """Bots ``offset`` to ``offset + players - 1`` of a run. Bot i is named by i, seeded from
     ``seed`` and i, and plays on ``urls[i % len(urls)]``, so a run's bots are the same bots
     whether one process plays them all or several play a share each. Each bot knows every
-    URL, its own first, and moves to the next when its server is gone."""
-    prefix = prefix or f"bot-{run_id()}-"
+    URL, its own first, and moves to the next when its server is gone. With a seed, every
+    bot asks for the same participant counts in the same order (one deck for the run), so
+    bots that play together keep meeting in the same games. ``rate``: these bots' attacks
+    per second, in all (one :class:`Pacer` for them)."""
+    prefix = prefix or bot_prefix(seed)
+    pacer = Pacer(rate) if rate else None
+    deck = participant_deck(games, random.Random(f"{seed}:deck"), two_share) if seed is not None and games > 0 else None
     return [BOTS[style](urls[i % len(urls):] + urls[:i % len(urls)], f"{prefix}{i:04d}", games, seed=seed,
-                        index=i, recorder=recorder, two_share=two_share, wait=wait, drop_rate=drop_rate)
+                        index=i, recorder=recorder, two_share=two_share, wait=wait, drop_rate=drop_rate, deck=deck,
+                        pacer=pacer)
             for i in range(offset, offset + players)]
 
 

@@ -162,7 +162,7 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
              servers: int = 1, seed: int | None = None, style: str = "fast", progress: bool = True,
              server_mode: str = "process", stop: threading.Event | None = None,
              two_share: float = 0.6, stdout_level: str | None = "WARNING", player_procs: int = 1,
-             drop_rate: float = 0.0, out: str | Path | None = None) -> RunResult:
+             drop_rate: float = 0.0, out: str | Path | None = None, rate: float | None = None) -> RunResult:
     """Run a whole simulation and return its result (see module doc).
 
     ``games`` defaults to CLIENT_GAMES; -1 plays until ``stop`` is set (or Ctrl-C).
@@ -173,7 +173,9 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
     from a game mid-way with this probability (forfeits and abandoned lobbies). ``out``:
     a folder where the run's records are written as they come (``records.jsonl``, every
     message on ``lib.*`` in ``seq`` order); :meth:`RunResult.write` adds the tables and the
-    answer key. Each run gets a run id of its own (unless RUN_ID is set).
+    answer key. Each run gets a run id of its own (unless RUN_ID is set). ``rate``: hold the
+    run to that many attacks per second (the bots are paced, and the servers do not pause
+    between turns); with ``games=-1`` the run is then a steady stream until stopped.
 
     A run always ends: bots give up after repeated failures, and once they are done the
     run waits (bounded) for the deadlines of its last games, so every game it played is
@@ -182,6 +184,12 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
     settings = settings or Settings.from_env()
     if not settings.run_id:  # this run's records are numbered on their own
         settings = settings.replace(run_id=uuid.uuid4().hex[:12])
+    if seed is not None:  # the servers draw each game's token and heroes from it
+        settings = settings.replace(run_seed=str(seed))
+    if rate is not None:
+        if rate <= 0:
+            raise ValueError("rate must be more than 0 attacks per second")
+        settings = settings.replace(server_sleep=0.0)  # the pacing is the bots'; a pause would only cap it
     games = settings.client_games if games is None else games
     if players < 1 or servers < 1 or workers < 0:
         raise ValueError("need at least 1 player and 1 server, and 0 or more workers")
@@ -234,7 +242,8 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
             recorder.on_game = tick
         started = time.time()
         bots = start_players(urls, players, games, seed=seed, style=style, recorder=recorder,
-                             two_share=two_share, procs=player_procs, settings=settings, drop_rate=drop_rate)
+                             two_share=two_share, procs=player_procs, settings=settings, drop_rate=drop_rate,
+                             rate=rate)
         handles["players"] = [bots]
         try:
             while not bots.join(0.5):  # bounded waits keep Ctrl-C responsive

@@ -22,3 +22,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert result["join_ms_at_0"] > 0 and result["keys_left_after_cleanup"] == 0
     assert result["machine"]["cores"] >= 1 and result["machine"]["libraries"]["websockets"]
     assert "| scenario |" in proc.stdout  # the Markdown table
+    assert result["replay"]["records"] == 2000 and result["replay"]["records_per_s"] > 0
+    (held,) = result["held_rates"]
+    assert held["rate"] == 50 and held["held_attacks_per_s"] > 0 and held["errors"] == 0
+    assert "replay --max:" in proc.stdout and "run --rate: 50/s asked" in proc.stdout

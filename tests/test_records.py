@@ -170,3 +170,21 @@ def test_article_format_is_the_originals_double_encoding(settings, r, lib_tap, p
     assert starts == sum(1 for row in result.recorder.games if row["game"] in started)
     assert timeouts == sum(1 for row in result.recorder.games if row["outcome"] == "TIMED OUT")
     assert [k for k in r.scan_iter("games:*") if r.ttl(k) == -1] == []
+
+
+def test_players_2_seed_7_twice_gives_identical_games(tmp_path):
+    """`simlib run --players 2 --seed 7` twice, each on a fresh embedded Redis: the same games (tokens, members, heroes, outcomes, winners) and the same attacks, in the same order within each game."""
+    import pandas as pd
+
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        proc = subprocess.run([sys.executable, "-m", "simlib", "run", "--players", "2", "--games", "4", "--seed", "7",
+                               "--json", "--no-progress", "--out", str(out)], cwd=tmp_path, capture_output=True,
+                              text=True, env=clean_env(LOBBY_TIMEOUT="1", SERVER_SLEEP="0"), timeout=240)
+        assert proc.returncode == 0, proc.stderr
+        key = json.loads((out / ANSWER_FILE).read_text())
+        attacks = pd.read_parquet(out / "attacks.parquet").drop(columns=["time"])
+        runs.append((key["games"], key["heroes"], attacks.sort_values(["game"], kind="stable").values.tolist()))
+    assert runs[0] == runs[1]
+    assert runs[0][0] and runs[0][2]  # games were played, with attacks

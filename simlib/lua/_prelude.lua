@@ -28,6 +28,15 @@ local function arg(i)
   return ARGV[CONTEXT + i]
 end
 
+-- A UUID4-shaped token made from text (a seeded run's game tokens): the same text, the
+-- same token, on any Redis.
+local function seeded_token(text)
+  local h = redis.sha1hex(text)
+  local variant = ('89ab'):sub(tonumber(h:sub(17, 17), 16) % 4 + 1, tonumber(h:sub(17, 17), 16) % 4 + 1)
+  return h:sub(1, 8) .. '-' .. h:sub(9, 12) .. '-4' .. h:sub(14, 16) .. '-' .. variant .. h:sub(18, 20) .. '-' ..
+    h:sub(21, 32)
+end
+
 local function playing(status)
   return status == STATUS.STARTING or status == STATUS.IN_PROGRESS or status == STATUS.WAITING_PLAYER
 end

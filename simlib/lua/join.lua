@@ -2,14 +2,16 @@
 -- and O(1) in the number of games and users: only the newest game for n players can be
 -- open, because every join goes through this script, and a user token is checked in a set.
 -- KEYS[1] games:players:<n>, KEYS[2] the deadlines index, KEYS[3] games:participants,
--- KEYS[4] superheros, KEYS[5] the set of user tokens
--- ARGV[1..11] the context (_prelude.lua), then the user token, n, and a fresh game token
--- (used if a game is opened)
+-- KEYS[4] superheros, KEYS[5] the set of user tokens, KEYS[6] the run's game counter
+-- ARGV[1..11] the context (_prelude.lua), then the user token, n, a fresh game token
+-- (used if a game is opened), and the run's seed ('' = none). With a seed, a game's token
+-- and each member's hero come from the seed and the game's place in the run (and the
+-- member), not from chance, so a seeded run repeats.
 -- A lobby past its deadline is never joined: it is timed out here, and a new one opened.
 -- Returns {'ERR', status, code} or {'OK', game, hero id, members joined, lobby deadline,
 -- events...}: the events this join published (a time-out of a stale lobby, a start).
 local c = context(KEYS[2])
-local user, n, fresh = arg(1), tonumber(arg(2)), arg(3)
+local user, n, fresh, seed = arg(1), tonumber(arg(2)), arg(3), arg(4)
 local players, joins, roster = KEYS[1], KEYS[3], KEYS[4]
 
 if redis.call('SISMEMBER', KEYS[5], user) == 0 then
@@ -48,17 +50,29 @@ if game then
 end
 local opening = not game
 if opening then
-  game = fresh
+  game = seed == '' and fresh or seeded_token(seed .. ':game:' .. (tonumber(redis.call('GET', KEYS[6])) or 0) + 1)
 end
 
 -- draw a hero not yet taken in this game
 local taken = K.heroes_taken(game)
 local hero
-for _ = 1, 32 do
-  local candidate = redis.call('HRANDFIELD', roster)
-  if candidate and redis.call('SISMEMBER', taken, candidate) == 0 then
-    hero = candidate
-    break
+if seed ~= '' then  -- from the seed, the game and the user: the same draw whoever joins first
+  local ids = redis.call('HKEYS', roster)
+  table.sort(ids, function(a, b) return tonumber(a) < tonumber(b) end)
+  for try = 1, 64 do
+    local pick = ids[tonumber(redis.sha1hex(seed .. ':' .. game .. ':' .. user .. ':' .. try):sub(1, 8), 16) % #ids + 1]
+    if redis.call('SISMEMBER', taken, pick) == 0 then
+      hero = pick
+      break
+    end
+  end
+else
+  for _ = 1, 32 do
+    local candidate = redis.call('HRANDFIELD', roster)
+    if candidate and redis.call('SISMEMBER', taken, candidate) == 0 then
+      hero = candidate
+      break
+    end
   end
 end
 if not hero then  -- a roster with few heroes left: scan once
@@ -73,6 +87,7 @@ if not hero then  -- refused before any write of its own: a rejected join change
   return {'ERR', 'NOT ENOUGH SUPERHEROS', 'NO_HERO_LEFT'}
 end
 if opening then
+  redis.call('INCR', KEYS[6])
   redis.call('SET', K.status(game), STATUS.WAITING_LOBBY)
   redis.call('SET', K.host(game), user)
   redis.call('SET', K.game_participants(game), n)
