@@ -95,3 +95,16 @@ def test_worker_on_a_cluster_leaves_nothing_without_expiry(cluster, cluster_sett
     assert left and all(ttl > 0 for _, ttl in left), [k for k, ttl in left if ttl <= 0][:5]
     assert client.llen(KEYS.players(2)) == client.llen(KEYS.players(3)) == 0
     assert client.zcard(KEYS.participants) == 0
+
+
+def test_streams_worker_and_archive_on_a_cluster(cluster, cluster_settings):
+    """TASK_TRANSPORT=streams on a cluster: the tasks reach the stream (added after each game's end, in its own slot), one worker handles and acknowledges them all, every game is archived once, and every game key expires."""
+    settings = cluster_settings.replace(task_transport="streams")
+    result = simulate(settings, players=10, games=2, workers=1, progress=False, server_mode="thread", seed=6)
+    client = connect(settings)
+    left = [(k, client.ttl(k)) for keys in node_keys(cluster) for k in keys if k.startswith("games:")]
+    assert left and all(ttl > 0 for _, ttl in left), [k for k, ttl in left if ttl <= 0][:5]
+    group = {g["name"]: g for g in client.xinfo_groups(KEYS.tasks)}["workers"]
+    assert group["pending"] == 0 and group["lag"] == 0
+    archived = [fields["game_token"] for _id, fields in client.xrange(KEYS.archive)]
+    assert sorted(archived) == sorted({row["game"] for row in result.recorder.games})
