@@ -68,21 +68,22 @@ def _workers(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str, what: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, "a number")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
     return value
 
 
 def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
+    value = _number(text, "a number between 0 and 1")
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value

@@ -63,6 +63,12 @@ def wait_for_games(tap: Tap, count: int = 1) -> None:
     assert len(records(tap, "Game Finished")) >= count, "no game finished"
 
 
+def read_to_the_end(tap: Tap) -> None:
+    """Read ``tap`` up to a marker published now: every record published before it is in."""
+    tap.client.publish(LOBBY_CHANNEL, json.dumps({"marker": "end of the run"}))
+    tap.collect(lambda ms: any(m["data"] == {"marker": "end of the run"} for m in ms))
+
+
 def every_game_ended(r: redis.Redis) -> dict[str, int]:
     """Every game still in Redis is Completed or Timed Out, and no deadline is left."""
     statuses: dict[str, int] = {}
@@ -112,8 +118,7 @@ def test_sigkill_of_one_of_two_servers_mid_run(r, redis_server):
         killed_at = time.monotonic()
         out, err = proc.communicate(timeout=240)
         took = time.monotonic() - killed_at
-        tap.client.publish(LOBBY_CHANNEL, "end-of-run")  # read up to here: every record before it
-        tap.collect(lambda ms: any(m["data"] == "end-of-run" for m in ms))
+        read_to_the_end(tap)
     summary = json.loads(out)
     print(f"\nrun ended {took:.1f} s after the SIGKILL of a server: {summary}")
     assert proc.returncode == (1 if summary["errors"] else 0), err
@@ -144,8 +149,7 @@ def test_sigkill_of_redis_restarted_3_s_later_mid_run():
             tap = Tap(restarted.url, LOBBY_CHANNEL)
             out, err = proc.communicate(timeout=240)
             took = time.monotonic() - killed_at
-            tap.client.publish(LOBBY_CHANNEL, "end-of-run")  # read up to here: every record before it
-            tap.collect(lambda ms: any(m["data"] == "end-of-run" for m in ms))
+            read_to_the_end(tap)
         summary = json.loads(out)
         print(f"\nrun ended {took:.1f} s after Redis was killed: {summary}")
         assert proc.returncode == (1 if summary["errors"] else 0), err
