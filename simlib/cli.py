@@ -525,10 +525,11 @@ def _player(settings, args) -> int:
     from . import aio  # noqa: PLC0415
     from .launch import GAME  # noqa: PLC0415
     from .player import STOP_GRACE, Recorder, make_bots, play_all, wait_for_settings  # noqa: PLC0415
+    from .runner import ENDLESS_KEEP  # noqa: PLC0415
 
     games = settings.client_games if args.games is None else args.games
     urls = args.url or [settings.websocket_url]
-    recorder = Recorder()
+    recorder = Recorder(keep=ENDLESS_KEEP if games < 0 else None)  # an endless player's memory stays flat
     if args.progress_lines:
         recorder.on_game = lambda row: print(GAME, json.dumps(row), flush=True)
     bots = make_bots(urls, args.players, games, style=args.bot, seed=args.seed, prefix=args.name_prefix,

@@ -16,6 +16,7 @@ the same choices run after run. Names carry a run id, so bots never share a user
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -53,7 +54,10 @@ def participant_deck(games: int, rng: random.Random, two_share: float = 0.6) -> 
 
 @dataclass
 class Recorder:
-    """Collects what bots saw, thread-safely: one row per bot-game, one per attack."""
+    """Collects what bots saw, thread-safely: one row per bot-game, one per attack.
+
+    ``keep``: hold at most that many of the newest rows, attacks and turns (an endless run
+    would otherwise grow without end); the totals in :attr:`counts` stay exact."""
 
     games: list[dict] = field(default_factory=list)
     attacks: list[dict] = field(default_factory=list)
@@ -64,11 +68,39 @@ class Recorder:
     #: (game, monotonic time) of each turn notice: with ``attack_times``, what
     #: :meth:`turn_latencies` is derived from
     turns: list[tuple[str, float]] = field(default_factory=list)
+    keep: int | None = None
+    #: exact totals: player_games, games, size:<n>, completed, timed_out, dropped, attacks, errors
+    counts: collections.Counter = field(default_factory=collections.Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: recent games -> whether a player saw it end (a game's rows come close together)
+    _recent: collections.OrderedDict = field(default_factory=collections.OrderedDict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.keep is not None:
+            for name in ("games", "attacks", "attack_times", "turns"):
+                setattr(self, name, collections.deque(getattr(self, name), maxlen=self.keep))
+            self.errors = collections.deque(self.errors, maxlen=1000)
+
+    def _count(self, row: dict) -> None:
+        c = self.counts
+        c["player_games"] += 1
+        c["dropped"] += row["outcome"] == "DROPPED"
+        ended = row["outcome"] in (P.COMPLETE, P.TIMED_OUT)
+        seen = self._recent.get(row["game"])
+        if seen is None:
+            c["games"] += 1
+            c[f"size:{row['participants']}"] += 1
+            self._recent[row["game"]] = False
+            if len(self._recent) > 200_000:
+                self._recent.popitem(last=False)
+        if ended and not seen:
+            c["completed" if row["outcome"] == P.COMPLETE else "timed_out"] += 1
+            self._recent[row["game"]] = True
 
     def game(self, row: dict) -> None:
         with self._lock:
             self.games.append(row)
+            self._count(row)
         if self.on_game is not None:
             self.on_game(row)
 
@@ -77,7 +109,7 @@ class Recorder:
         with self._lock:
             self.attacks.append(record)
             self.attack_times.append(now)
-
+            self.counts["attacks"] += 1
     def turn(self, game: str) -> None:
         """A turn notice arrived (its latency is derived later, from the event times)."""
         now = time.monotonic()
@@ -107,21 +139,27 @@ class Recorder:
     def error(self, text: str) -> None:
         with self._lock:
             self.errors.append(text)
+            self.counts["errors"] += 1
 
     _SHARED = ("games", "attacks", "errors", "attack_times", "turns")
 
     def dump(self, path: str | Path) -> None:
         """Write the records as JSON, for the process that launched these bots to :meth:`merge`."""
         with self._lock:
-            Path(path).write_text(json.dumps({k: getattr(self, k) for k in self._SHARED}))
+            data = {k: list(getattr(self, k)) for k in self._SHARED}
+            data["counts"] = dict(self.counts)
+            Path(path).write_text(json.dumps(data))
 
     def merge(self, paths: Iterable[str | Path]) -> None:
-        """Add the records other processes dumped."""
+        """Add the records (and the totals) other processes dumped. (A game whose players
+        sat in two processes is counted once per process in ``counts["games"]``; the rows
+        tell the exact number.)"""
         with self._lock:
             for path in paths:
                 data = json.loads(Path(path).read_text())
                 for k in self._SHARED:
                     getattr(self, k).extend(data[k])
+                self.counts.update(data.get("counts", {}))
 
 
 class Pacer:

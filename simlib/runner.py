@@ -27,7 +27,10 @@ from .roster import build_db, load_roster
 from .store import EmbeddedRedis, connect, ensure_redis
 from .stream import RunTap
 
-__all__ = ["simulate", "RunResult", "ensure_roster"]
+__all__ = ["simulate", "RunResult", "ensure_roster", "ENDLESS_KEEP"]
+
+#: rows and attacks an endless run (games=-1) keeps in memory for its tables
+ENDLESS_KEEP = 100_000
 
 
 def ensure_roster(client, keys: Keyspace | None = None) -> int:
@@ -201,7 +204,9 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
         raise ValueError("drop_rate must be between 0 and 1")
     embedded: EmbeddedRedis | None = None
     handles: dict[str, list[Handle]] = {"players": [], "servers": [], "workers": []}
-    recorder = Recorder()
+    # an endless run keeps its newest 100,000 rows and attacks (exact totals aside): its
+    # memory stays flat however long it streams; records.jsonl (--out) keeps everything
+    recorder = Recorder(keep=ENDLESS_KEEP if games < 0 else None)
     bar = None
     tap = None
     interrupted = False
@@ -215,7 +220,7 @@ def simulate(settings: Settings | None = None, *, players: int = 10, games: int 
             ensure_roster(client, keys)
             hero_names = {h: json.loads(v).get("name", h) for h, v in client.hgetall(keys.superheros).items()}
         if settings.logger_module == "redis":
-            tap = RunTap(settings, settings.run_id, Path(out) if out is not None else None)
+            tap = RunTap(settings, settings.run_id, Path(out) if out is not None else None, keep=recorder.keep)
 
         # workers first, so that no clean-up task is published before someone listens
         handles["workers"] = [start_worker(settings, name=f"worker-{i}", stdout_level=stdout_level)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import threading
@@ -59,9 +60,9 @@ class RunTap:
     """Listens to ``lib.*`` from before a run starts (``start`` returns once subscribed)
     until :meth:`stop`; keeps the run's records with ``run`` = ``run_id``."""
 
-    def __init__(self, settings: Settings, run_id: str, out: Path | None = None):
+    def __init__(self, settings: Settings, run_id: str, out: Path | None = None, keep: int | None = None):
         self.run_id = run_id
-        self.forfeits: list[dict] = []
+        self.forfeits: collections.deque[dict] = collections.deque(maxlen=keep)  # the newest ``keep``
         self.written = 0
         self.out = None if out is None else Path(out) / RECORDS_FILE
         self._file = None
@@ -132,7 +133,7 @@ class RunTap:
                     self._write(*self._pending[seq])
                 self._pending.clear()
                 self._file.close()
-        return self.forfeits
+        return list(self.forfeits)
 
 
 def _when(record: dict | None) -> float | None:
