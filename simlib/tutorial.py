@@ -44,7 +44,6 @@ __all__ = [
     "attack",
     "check",
     "commandstats_frame",
-    "diagram",
     "find",
     "hero",
     "keys_frame",
@@ -698,13 +697,6 @@ def show(result: Any, log: CommandLog | None = None, *, title: str = "result", c
     from IPython.display import display  # noqa: PLC0415 (notebooks only)
 
     display(side_by_side(result, log, title=title, cli=cli, max_rows=max_rows))
-
-
-def diagram(mermaid: str):
-    """A Mermaid diagram as a Markdown output (JupyterLab 4 renders it natively)."""
-    from IPython.display import Markdown  # noqa: PLC0415
-
-    return Markdown(f"```mermaid\n{mermaid.strip()}\n```")
 
 
 # -- exercises ---------------------------------------------------------------------------------

