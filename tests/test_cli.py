@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 import redis
 
 from conftest import ctrl_c_default
+from simlib.config import variables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,12 +43,29 @@ def one_line_error(proc) -> str:
     return lines[-1]
 
 
+def readme_commands() -> dict[str, set[str]]:
+    """The README's table of commands: each command with the options its row names."""
+    section = (ROOT / "README.md").read_text().split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| `simlib ")]
+    return {re.match(r"\| `simlib ([\w-]+)", row)[1]: set(re.findall(r"--[\w-]+", row)) for row in rows}
+
+
 def test_help_explains_commands_and_variables():
-    """`simlib --help` lists the commands and the environment variables."""
+    """`simlib --help` lists exactly the README's commands, each with a line of help, and every variable
+    with the help and default simlib.config declares; each command's --help has the options its README row names."""
     proc = simlib("--help")
-    assert proc.returncode == 0
-    for word in ("run", "server", "worker", "player", "build-db", "redis", "REDIS_URL", "SERVER_SLEEP"):
-        assert word in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    commands, env = proc.stdout.split("environment (also read from a .env file in the current folder):\n")
+    readme = readme_commands()
+    assert sorted(re.findall(r"^    ([\w-]+) {2,}\S", commands, re.M)) == sorted(readme)
+    entries = dict(re.findall(r"^  ([A-Z][A-Z0-9_]*) +(.*?)(?=^  [A-Z]|\Z)", env, re.M | re.S))
+    flat = "".join  # wrapped lines: compare the words, not where the lines break
+    assert {name: flat(text.split()) for name, text in entries.items()} == {
+        v.name: flat(f"{v.help} [default: {v.default}]".split()) for v in variables()}
+    for command, options in readme.items():
+        sub = simlib(command, "--help", timeout=60)
+        assert sub.returncode == 0, sub.stderr
+        assert options <= set(re.findall(r"--[\w-]+", sub.stdout)), (command, options)
 
 
 def test_main_job_runs_on_an_embedded_redis(tmp_path):
