@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -307,6 +308,16 @@ def test_tasks_published_with_no_worker_listening_are_lost(settings, game_server
 
 # -- burst mode and the CLI -----------------------------------------------------------------
 
+def burst(worker: Worker, idle: float) -> int:
+    """``worker.run(burst=True, idle=idle)``, bounded: a run that never goes quiet fails the test."""
+    handled: list[int] = []
+    runner = threading.Thread(target=lambda: handled.append(worker.run(burst=True, idle=idle)), daemon=True)
+    runner.start()
+    runner.join(30)
+    assert handled, "the burst run did not return"
+    return handled[0]
+
+
 def test_burst_run_handles_what_is_queued_then_returns_when_quiet(settings, r):
     """run(burst=True) handles every task already on the channel, then returns once it is quiet."""
     tasks = [{"game_token": str(uuid.uuid4()), "user_token": str(uuid.uuid4())} for _ in range(5)]
@@ -314,14 +325,19 @@ def test_burst_run_handles_what_is_queued_then_returns_when_quiet(settings, r):
     try:
         source = PubSubSource(settings.redis_url, settings.worker_channel)  # listening from here on
         assert publish(r, tasks) == [1] * len(tasks)
+        # Each PUBLISH answered 1: the task was in the subscriber's output, which Redis writes out
+        # before it reads another command. So Redis holds nothing more for it: every task is on the
+        # source's socket, and the run reads them all whatever its quiet period (idle) is.
+        (subscriber,) = r.client_list(_type="pubsub")
+        assert (subscriber["obl"], subscriber["oll"]) == ("0", "0")
         worker = Worker(settings, source=source)
-        assert worker.run(burst=True, idle=0.2) == 5
+        assert burst(worker, idle=0.2) == 5
         assert worker.received == worker.handled == 5
         assert not worker.ready.is_set()
         assert r.pubsub_numsub(settings.worker_channel) == [(settings.worker_channel, 0)]
     finally:
         client.close()
-    assert Worker(settings).run(burst=True, idle=0.2) == 0
+    assert burst(Worker(settings), idle=0.2) == 0
 
 
 def _cli_args(env: dict[str, str], cwd: Path, *args: str) -> dict:
