@@ -218,6 +218,26 @@ def test_readme_configuration_table_lists_every_variable_as_declared():
     assert {"TURN_TIMEOUT", "MAX_CONNECTIONS", "REDIS_HOST", "LOBBY_TIMEOUT", "SUPERHERO_API_URL"} <= names
 
 
+def test_readme_calls_of_the_launchers_fit_their_signatures():
+    """Every start_server/start_worker/start_players call the README writes binds to that function's parameters."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from simlib import launch
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    calls = re.findall(r"`(?:simlib\.launch\.)?(start_\w+)\(([^`]*)\)`", readme)
+    assert sorted({name for name, _ in calls}) == ["start_players", "start_server", "start_worker"]
+    for name, args in calls:
+        words = [a.strip() for a in args.split(",") if a.strip()]
+        keywords = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in words if "=" in a}
+        try:
+            inspect.signature(getattr(launch, name)).bind(*[a for a in words if "=" not in a], **keywords)
+        except TypeError as exc:
+            pytest.fail(f"README: {name}({args}): {exc}")
+
+
 def test_frames_speak_redis_statuses_and_keep_their_types():
     """players/games frames: outcomes as Redis says them, a game's outcome from a player who saw it end
     (not one who walked away), hero ids Int64 with <NA> for no winner, times in microseconds, also when empty."""
