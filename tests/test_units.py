@@ -206,6 +206,37 @@ def test_killed_names_exactly_the_heroes_brought_to_zero():
         ("g1", "b"), ("g2", "a")}
 
 
+def test_a_runs_summary_and_tables_agree_on_who_won():
+    """The summary's top heroes count exactly the tables' winners: the one member of a completed game
+    neither killed nor forfeited; nobody in a game that timed out."""
+    from simlib.config import Settings
+    from simlib.player import Recorder
+    from simlib.runner import RunResult
+
+    def row(g, user, hero, outcome="COMPLETE"):
+        return dict(game=g, user=user, name=user, bot="fast", participants=2, hero_id=hero, outcome=outcome,
+                    attacks=0, damage=0, joined_at=1.5, ended_at=2.5, errors=0)
+
+    def attack(g, user, enemy, post):
+        return {"TIMESTAMP": "2026-01-01T00:00:00.000Z", "PAYLOAD": {"GAME_TOKEN": g, "USER_TOKEN": user},
+                "STATUS": {"ACTION": "ATTACK", "DETAILS": {"ENEMY_TOKEN": enemy, "ENEMY_DAMAGE": 5,
+                                                           "ENEMY_HEALTH_PRIOR": post + 5, "ENEMY_HEALTH_POST": post}}}
+
+    forfeit = {"TIMESTAMP": "2026-01-01T00:00:01.000Z", "PAYLOAD": {"GAME_TOKEN": "g2", "USER_TOKEN": "c"},
+               "STATUS": {"ACTION": "FORFEIT", "DETAILS": {"REASON": "TURN TIMEOUT"}}}
+    recorder = Recorder()
+    for r in [row("g1", "a", 1), row("g1", "b", 2), row("g2", "c", 3), row("g2", "d", 4), row("g3", "e", 1, "TIMED OUT"),
+              row("g4", "f", 1), row("g4", "h", 5)]:
+        recorder.game(r)
+    for rec in [attack("g1", "a", "b", 5), attack("g1", "a", "b", 0), attack("g4", "h", "f", 0)]:
+        recorder.attack(rec)
+    result = RunResult(recorder, Settings(), players=7, games=1, servers=1, workers=0, seed=None, started=0.0,
+                       ended=1.0, hero_names={"1": "One", "4": "Four", "5": "Five"}, forfeits=[forfeit])
+    games = result.games_frame().set_index("game").sort_index()
+    assert list(games["winner"].fillna("nobody").items()) == [("g1", "a"), ("g2", "d"), ("g3", "nobody"), ("g4", "h")]
+    assert sorted(result.summary()["top_heroes"]) == [("Five", 1), ("Four", 1), ("One", 1)]
+
+
 def test_readme_configuration_table_lists_every_variable_as_declared():
     """The README's configuration table is exactly the one made from Settings' declarations: every variable from_env reads, with its default."""
     from pathlib import Path
