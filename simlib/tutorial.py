@@ -34,7 +34,7 @@ import redis
 from websockets.sync.client import connect as _ws_connect
 
 from .keys import Keyspace
-from .protocol import ACTION, FIND, HERO, LOBBY, LOGIN
+from .protocol import ACTION, FIND, HERO, LOBBY, LOGIN, is_user_created
 
 __all__ = [
     "CommandLog",
@@ -549,7 +549,7 @@ def _exchange(url: str, route: str, payload: dict, timeout: float, more: Callabl
 
 def login(url: str, name: str, *, timeout: float = 10.0) -> Reply:
     """``/api/v1/login``: a new name gets ``USER CREATED`` first; the reply is the token frame."""
-    return _exchange(url, LOGIN, {"USER": name}, timeout, more=lambda f: f.get("STATUS") == "USER CREATED")
+    return _exchange(url, LOGIN, {"USER": name}, timeout, more=is_user_created)
 
 
 def find(url: str, token: str, n: int, *, timeout: float = 10.0) -> Reply:
