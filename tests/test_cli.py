@@ -62,10 +62,14 @@ def test_help_explains_commands_and_variables():
     flat = "".join  # wrapped lines: compare the words, not where the lines break
     assert {name: flat(text.split()) for name, text in entries.items()} == {
         v.name: flat(f"{v.help} [default: {v.default}]".split()) for v in variables()}
+    defaults = {v.name: v.default for v in variables()}
     for command, options in readme.items():
         sub = simlib(command, "--help", timeout=60)
         assert sub.returncode == 0, sub.stderr
         assert options <= set(re.findall(r"--[\w-]+", sub.stdout)), (command, options)
+        # an option that defaults to a variable shows that variable's declared default
+        for name, shown in re.findall(r"default ([A-Z][A-Z0-9_]*), ([^)\s;]+)\)", " ".join(sub.stdout.split())):
+            assert shown == defaults[name], (command, name, shown)
 
 
 def test_main_job_runs_on_an_embedded_redis(tmp_path):
