@@ -11,7 +11,7 @@ import gc
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["run", "loop_name", "tune_gc"]
+__all__ = ["run", "tune_gc"]
 
 try:
     import uvloop
@@ -25,10 +25,6 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run(coro)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro)
-
-
-def loop_name() -> str:
-    return "uvloop" if uvloop is not None else "asyncio"
 
 
 def tune_gc() -> None:

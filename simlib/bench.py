@@ -31,6 +31,7 @@ from .config import Settings
 from .keys import LOBBY_CHANNEL, Keyspace
 from .launch import READY, start_players, start_server
 from .player import Recorder
+from .protocol import is_user_created, login_token
 from .roster import build_db, load_roster
 from .store import EmbeddedRedis, child_env, connect
 
@@ -239,9 +240,12 @@ def measure_joins(settings: Settings, client, heroes, finished: int, joins: int 
             for i in range(joins):
                 login.send(json.dumps({"PAYLOAD": {"USER": f"join-{i}"}}))
                 reply = json.loads(login.recv(10))
-                if reply.get("STATUS") == "USER CREATED":
+                if is_user_created(reply):
                     reply = json.loads(login.recv(10))
-                tokens.append(reply["PAYLOAD"]["USER_TOKEN"])
+                token = login_token(reply)
+                if token is None:
+                    raise RuntimeError(f"the join benchmark's login was refused: {reply}")
+                tokens.append(token)
             for token in tokens:
                 start = time.perf_counter()
                 find.send(json.dumps({"PAYLOAD": {"USER_TOKEN": token, "PARTICIPANTS": 2}}))

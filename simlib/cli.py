@@ -36,6 +36,13 @@ def _env_help() -> str:
 _ENV_HELP = _env_help()
 
 
+def _default(name: str) -> str:
+    """An environment variable's default as the docs show it (declared in simlib.config)."""
+    from .config import variables  # noqa: PLC0415
+
+    return next(v.default for v in variables() if v.name == name)
+
+
 class UserError(Exception):
     """A mistake the user can fix; printed as one line."""
 
@@ -103,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "workers, servers and bots, play, then print a summary.",
                          epilog=_ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--players", type=_positive, default=10, help="bot players (default 10)")
-    run.add_argument("--games", type=_games, default=None, help="games per player (default CLIENT_GAMES, 10)")
+    run.add_argument("--games", type=_games, default=None,
+                     help=f"games per player (default CLIENT_GAMES, {_default('CLIENT_GAMES')})")
     run.add_argument("--workers", type=_workers, default=None, metavar="W",
                      help="clean-up workers, 0 to 64 (default 1, or 0 with --keep; 0 keeps every game in Redis)")
     run.add_argument("--servers", type=_positive, default=1, help="game server processes (default 1)")
@@ -187,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     player = sub.add_parser("player", help="run bot players against WEBSOCKET_HOST:WEBSOCKET_PORT")
     player.add_argument("--players", type=_positive, default=1, help="bots in this process (default 1)")
-    player.add_argument("--games", type=_games, default=None, help="games per bot (default CLIENT_GAMES)")
+    player.add_argument("--games", type=_games, default=None,
+                        help=f"games per bot (default CLIENT_GAMES, {_default('CLIENT_GAMES')})")
     player.add_argument("--seed", type=_whole, default=None, help="seed for the bots' choices")
     player.add_argument("--bot", choices=("fast", "v1", "v2"), default="v1",
                         help="bot style: v1 (default, as the original bots), fast (v1 frames, connections kept "

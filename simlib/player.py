@@ -301,7 +301,7 @@ class Bot:
 
     def _logged_in(self, reply: dict) -> str:
         """The token a login reply carries (kept as ``self.token``), or BotError."""
-        token = reply.get("PAYLOAD", {}).get("USER_TOKEN")
+        token = P.login_token(reply)
         if not token:
             raise BotError(f"{self.name}: login refused: {reply.get('STATUS')}")
         self.token = token
@@ -457,7 +457,7 @@ class V1Bot(Bot):
     async def _login(self) -> str:
         async with self._connect(P.LOGIN) as ws:
             reply = await self._request(ws, {"PAYLOAD": {"USER": self.name}})
-            if reply.get("STATUS") == "USER CREATED":
+            if P.is_user_created(reply):
                 reply = await self._recv(ws)
         return self._logged_in(reply)
 

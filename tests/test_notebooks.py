@@ -20,6 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import tool_missing
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
 CELL_TIMEOUT = 180  # seconds per cell; a whole notebook takes well under a minute
@@ -107,6 +109,12 @@ def test_notebook_runs_top_to_bottom(path, kernel_manager_factory, monkeypatch):
     for name in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT"):  # the notebooks start their own Redis
         monkeypatch.delenv(name, raising=False)
     nb = nbformat.read(path, as_version=4)
+    if "nginx_available()" in "".join(c.source for c in nb.cells if c.cell_type == "code"):
+        from simlib.balancer import nginx_available  # noqa: PLC0415
+
+        if not nginx_available():  # the notebook runs, and leaves its nginx part out with a note
+            tool_missing("nginx is not installed, so this notebook leaves its nginx part out (Debian: apt-get "
+                         "install nginx-light)", skip=False)
     client = NotebookClient(nb, km=kernel_manager_factory(), timeout=CELL_TIMEOUT, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     started = time.monotonic()

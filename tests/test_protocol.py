@@ -186,6 +186,20 @@ def test_action_other_than_attack_is_rejected(action):
 # -- frames built by the server ---------------------------------------------------------------
 
 
+def test_a_login_reply_is_read_in_one_place():
+    """login_token reads the token of v1's token frame and of v2's LOGGED IN, and none from USER CREATED or
+    a refusal; is_user_created is true for the USER CREATED frame only."""
+    replies = {"v1 token": P.user_token(U1), "v2 logged in": P.logged_in(U1, True), "created": P.user_created(),
+               "no heroes": P.no_heroes(), "in use": P.error_frame("USER IN USE", "USER_IN_USE"),
+               "missing user": P.error_frame("MISSING USER IN PAYLOAD"), "not json": P.error_frame(
+                   "MALFORMED JSON", "MALFORMED_JSON")}
+    assert {k: P.login_token(f) for k, f in replies.items()} == {
+        "v1 token": U1, "v2 logged in": U1, "created": None, "no heroes": None, "in use": None,
+        "missing user": None, "not json": None}
+    assert [k for k, f in replies.items() if P.is_user_created(f)] == ["created"]
+    assert json.loads(P.dumps(P.user_created())) == {"PAYLOAD": {}, "STATUS": "USER CREATED"}  # the wire words
+
+
 def test_timestamp_is_iso_utc_with_milliseconds():
     """Timestamps look like 2026-11-28T03:00:19.042Z."""
     import re

