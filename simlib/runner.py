@@ -18,7 +18,8 @@ import uuid
 from pathlib import Path
 
 from .config import Settings
-from .keys import GAME_CHANNEL, Keyspace
+from .game import STATUS
+from .keys import Keyspace
 from .launch import Handle, start_players, start_server, start_worker
 from .logs import flush_logs
 from .player import STOP_GRACE, Recorder
@@ -89,29 +90,35 @@ class RunResult:
         return self._frames
 
     def summary(self) -> dict:
-        """The headline figures as plain data."""
-        games: dict[str, dict] = {}
-        for row in self.recorder.games:  # a game's outcome as its players saw it end
-            if row["game"] not in games or row["outcome"] in ("COMPLETE", "TIMED OUT"):
-                games[row["game"]] = row
-        by_size = collections.Counter(g["participants"] for g in games.values())
-        outcome = collections.Counter(g["outcome"] for g in games.values())
-        players = self.players_frame()  # who won is decided once, for the tables (explore.run_frames)
+        """The headline figures as plain data. When every row was kept, the games are the
+        tables' (one rule for a game's outcome and its winner, explore.run_frames); an
+        endless run counts them as they come (Recorder.counts) and names the top heroes
+        of the games it kept."""
+        from .explore import OUTCOMES  # noqa: PLC0415 (pandas only when asked)
+
+        players = self.players_frame()  # who won is decided once, for the tables
         wins = collections.Counter(str(int(h)) for h in players.loc[players["won"], "hero_id"])
-        attacks = len(self.recorder.attacks)
+        if self.recorder.keep is None:
+            games = self.games_frame()
+            outcome = collections.Counter(games["outcome"])
+            totals = {"games": len(games), "player_games": len(self.recorder.games),
+                      "games_by_participants": dict(sorted(collections.Counter(games["participants"].tolist()).items())),
+                      "completed": outcome.get(STATUS.COMPLETED, 0), "timed_out": outcome.get(STATUS.TIMED_OUT, 0),
+                      "attacks": len(self.recorder.attacks), "errors": len(self.recorder.errors),
+                      "dropped": int((players["outcome"] == OUTCOMES["DROPPED"]).sum())}
+        else:
+            c = self.recorder.counts
+            totals = {"games": c["games"], "player_games": c["player_games"],
+                      "games_by_participants": {int(k.split(":")[1]): v for k, v in sorted(c.items())
+                                                if k.startswith("size:")},
+                      "completed": c["completed"], "timed_out": c["timed_out"], "attacks": c["attacks"],
+                      "errors": c["errors"], "dropped": c["dropped"]}
         return {
             "seconds": round(self.seconds, 2),
             "players": self.players, "servers": self.servers, "workers": self.workers, "seed": self.seed,
-            "games": len(games),
-            "player_games": len(self.recorder.games),
-            "games_by_participants": dict(sorted(by_size.items())),
-            "completed": outcome.get("COMPLETE", 0),
-            "timed_out": outcome.get("TIMED OUT", 0),
-            "attacks": attacks,
-            "attacks_per_s": round(attacks / self.seconds, 1) if self.seconds > 0 else 0.0,
-            "errors": len(self.recorder.errors),
+            **totals,
+            "attacks_per_s": round(totals["attacks"] / self.seconds, 1) if self.seconds > 0 else 0.0,
             "forfeits": dict(sorted(collections.Counter(f["STATUS"]["DETAILS"]["REASON"] for f in self.forfeits).items())),
-            "dropped": sum(row["outcome"] == "DROPPED" for row in self.recorder.games),
             "drop_rate": self.drop_rate,
             "top_heroes": [(self.hero_names.get(h, h), n) for h, n in wins.most_common(5)],
             "interrupted": self.interrupted,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
-import logging
 import resource
 import signal
 import threading

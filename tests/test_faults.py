@@ -20,7 +20,7 @@ from simlib import protocol as P
 from simlib.game import STATUS
 from simlib.keys import GAME_CHANNEL, LOBBY_CHANNEL
 from test_session import SESSION, Session, notice, turn_notice
-from v1play import TIMEOUT, kind, order, stored_logs
+from v1play import TIMEOUT, kind, stored_logs
 
 TURN, START, COMPLETE, TIMED_OUT = "USER'S TURN", "START", "COMPLETE", "TIMED OUT"
 
