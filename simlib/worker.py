@@ -91,6 +91,16 @@ class PubSubSource:
             return {}
         return decoded if isinstance(decoded, dict) else {}
 
+    def more(self, limit: int) -> list[dict]:
+        """What has already arrived, up to ``limit`` messages, without waiting."""
+        out = []
+        while len(out) < limit:
+            message = self.receive(timeout=0)
+            if message is None:
+                break
+            out.append(message)
+        return out
+
     def close(self) -> None:
         self._pubsub.close()
         self._pool.disconnect()
@@ -147,6 +157,14 @@ class StreamSource:
             return None
         entry_id, fields = self._backlog.popleft()
         return {"log_message": CLEAN_MESSAGE, "task": fields, "id": entry_id}
+
+    def more(self, limit: int) -> list[dict]:
+        """The rest of the batch already read, up to ``limit`` tasks, without waiting."""
+        out = []
+        while self._backlog and len(out) < limit:
+            entry_id, fields = self._backlog.popleft()
+            out.append({"log_message": CLEAN_MESSAGE, "task": fields, "id": entry_id})
+        return out
 
     def pending(self) -> int:
         """Tasks handed to some consumer and not acknowledged yet."""
@@ -247,18 +265,16 @@ class Worker:
                     if burst or self._draining.is_set() and not self._claimable_soon(source):
                         break  # quiet: nothing left to drain
                     continue
-                task = message.get("task")
-                if message.get("log_message") == DRAIN_MESSAGE and isinstance(task, dict):
-                    if task.get("drain") == self._drain_token:  # a marker: plumbing, not a message
-                        break
+                more = getattr(source, "more", None)
+                batch = [message, *(more(self.BATCH - 1) if more is not None else [])]
+                try:
+                    drained = self._handle(batch)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    log.warning("Worker %s could not clean %d task(s): %s", self.name, len(batch), exc)
+                    missed = True
                     continue
-                self.received += 1
-                if message.get("log_message") == CLEAN_MESSAGE and isinstance(task, dict):
-                    try:
-                        self.clean(task, message.get("id", ""))
-                    except (redis.ConnectionError, redis.TimeoutError) as exc:
-                        log.warning("Worker %s could not clean %s: %s", self.name, task, exc)
-                        missed = True
+                if drained:
+                    break
         finally:
             if watcher is not None:
                 self.deadlines = watcher.stop()
@@ -269,6 +285,38 @@ class Worker:
             self._client.close()
             self.ready.clear()
         return self.handled
+
+    #: messages read and handled together (what has already arrived: no waiting for more)
+    BATCH = 100
+
+    def _handle(self, batch: list[dict]) -> bool:
+        """Apply the tasks among these messages, in one round trip; True when this worker's
+        drain marker was among them (the tasks before it are done, nothing after it is)."""
+        tasks, drained = [], False
+        for message in batch:
+            task = message.get("task")
+            if message.get("log_message") == DRAIN_MESSAGE and isinstance(task, dict):
+                if task.get("drain") == self._drain_token:  # a marker: plumbing, not a message
+                    drained = True
+                    break
+                continue
+            self.received += 1
+            if message.get("log_message") != CLEAN_MESSAGE or not isinstance(task, dict):
+                continue
+            game, user, entry_id = task.get("game_token"), task.get("user_token"), message.get("id", "")
+            if not isinstance(game, str) or not isinstance(user, str):
+                log.warning("Ignoring malformed task %r", task)
+                if entry_id:  # a malformed entry is done with, too
+                    self._client.xack(self.keys.tasks, TASKS_GROUP, entry_id)
+                continue
+            tasks.append((game, user, entry_id))
+        self._cleaner.many(tasks)
+        self.handled += len(tasks)
+        for game, user, entry_id in tasks:
+            if entry_id:
+                log.info("Task Done", extra={"task": {"id": entry_id, "game_token": game, "user_token": user,
+                                                      "worker": self.name}})
+        return drained
 
     def _claimable_soon(self, source: MessageSource) -> bool:
         """Draining a stream: tasks other consumers hold (a dead worker's) will be this
@@ -286,8 +334,13 @@ class Worker:
 
     def _sweep(self, why: str) -> bool:
         """Clean the finished games that have no expiry (their tasks went by, or never came)."""
+        swept = 0
         try:
-            swept = sweep(self._cleaner)
+            while True:  # a pass looks at the oldest games of each list: again, until one finds none
+                found = sweep(self._cleaner)
+                swept += found
+                if not found or self._stopping.is_set():
+                    break
         except (redis.ConnectionError, redis.TimeoutError):
             return False
         self.swept += swept
@@ -321,19 +374,7 @@ class Worker:
     def clean(self, task: dict, entry_id: str = "") -> None:
         """Apply one task (and acknowledge it, from a stream); idempotent, and harmless
         for keys already gone."""
-        game, user = task.get("game_token"), task.get("user_token")
-        if not isinstance(game, str) or not isinstance(user, str):
-            log.warning("Ignoring malformed task %r", task)
-            if entry_id:  # a malformed entry is done with, too
-                self._client.xack(self.keys.tasks, TASKS_GROUP, entry_id)
-            return
-        host = self._cleaner(game, user, entry_id)
-        self.handled += 1
-        if entry_id:
-            log.info("Task Done", extra={"task": {"id": entry_id, "game_token": game, "user_token": user,
-                                                  "worker": self.name}})
-        else:
-            log.debug("Cleaned %s for %s%s", game, user, " (host)" if host else "")
+        self._handle([{"log_message": CLEAN_MESSAGE, "task": task, "id": entry_id}])
 
 
 class _DeadlineThread:

@@ -76,9 +76,10 @@ def test_record_arrives_on_logger_channel_as_json_encoded_once(pubsub_logging, t
     assert set(without) == MESSAGE_KEYS
     assert without["level"] == "WARNING"
     assert without["log_message"] == "no task here"
-    # numbered: the run's counter gives consecutive seqs, and both carry the run id
-    assert with_task["run"] == without["run"] == r.get("simlib:run")
-    assert without["seq"] == with_task["seq"] + 1 and with_task["seq"] >= 1
+    # numbered: the run's counter gives consecutive seqs, and both carry the handler's run id
+    (handler,) = [h for h in logging.getLogger("lib").handlers if isinstance(h, RedisPubSubHandler)]
+    assert with_task["run"] == without["run"] == handler.run
+    assert int(r.get(f"simlib:seq:{handler.run}")) >= without["seq"] == with_task["seq"] + 1 >= 2
     for msg in got:
         stamp = dt.datetime.fromisoformat(msg["timestamp"])
         assert stamp.utcoffset() == dt.timedelta(0)
