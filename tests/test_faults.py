@@ -315,8 +315,7 @@ def test_a_lost_redis_gives_redis_unavailable_then_game_lost_and_recovers(quick,
     assert kind(lobby.recv(TIMEOUT)) == START and kind(v2.recv()) == START
     logins = open_(P.LOGIN)
 
-    own.process.kill()
-    own.process.wait(10)
+    own.kill()
     assert logins.ask({"PAYLOAD": {"USER": "during"}}) == P.redis_unavailable()
     assert logins.ask({"PAYLOAD": {"USER": "during"}}) == P.redis_unavailable()  # still usable
     restarted = EmbeddedRedis(port=own.port).start()

@@ -144,6 +144,35 @@ def test_unreachable_redis_gives_one_clear_error():
         connect(Settings(redis_url=url))
 
 
+
+def test_an_embedded_server_ends_with_its_owner_even_a_killed_one():
+    """SIGKILL of the process that started an embedded server (a restarted kernel) stops the server too."""
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from simlib.store import EmbeddedRedis; "
+         "s = EmbeddedRedis().start(); print(s.port, flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(owner.stdout.readline())
+        with redis.Redis(port=port, socket_timeout=5) as client:
+            server_pid = client.info("server")["process_id"]
+        server = os.pidfd_open(server_pid)
+        owner.send_signal(signal.SIGKILL)  # no atexit, no finally: only the guard can stop it
+        owner.wait(10)
+        ended, _, _ = select.select([server], [], [], 10)  # a pidfd turns readable when its process ends
+        os.close(server)
+        assert ended, f"the embedded server (pid {server_pid}) outlived its killed owner"
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis(port=port, socket_connect_timeout=2).ping()
+    finally:
+        owner.kill()
+        owner.wait(10)
+
 # -- pure rules ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("raw,clean", [("55", 55), ("null", 1), ("0", 1), ("", 1), (None, 1), ("-5", 1), (7, 7)])
