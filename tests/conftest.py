@@ -12,7 +12,11 @@ import importlib.util
 import json
 import logging
 import os
+import select
+import signal
+import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,3 +297,24 @@ def compose_binary() -> str | None:
             if out.returncode == 0 and "Docker Compose" in out.stdout:
                 return str(binary)
     return None
+
+
+def assert_ends_with_killed_owner(start: str) -> None:
+    """SIGKILL a Python process that ran ``start`` (code that starts a program and binds
+    ``pid`` and ``port`` to it) and assert the program ends within 10 s and its port
+    refuses connections: nothing outlives a restarted notebook kernel."""
+    code = f"import sys\n{start}\nprint(pid, port, flush=True)\nsys.stdin.read()"
+    owner = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid, port = map(int, owner.stdout.readline().split())
+        program = os.pidfd_open(pid)
+        owner.send_signal(signal.SIGKILL)  # no atexit, no finally: only the guard can stop it
+        owner.wait(10)
+        ended, _, _ = select.select([program], [], [], 10)  # a pidfd turns readable when its process ends
+        os.close(program)
+        assert ended, f"pid {pid} outlived its killed owner"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        owner.kill()
+        owner.wait(10)

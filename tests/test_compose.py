@@ -31,7 +31,7 @@ from simlib.keys import LOBBY_CHANNEL
 from simlib.launch import start_players, start_server
 from simlib.store import free_port
 
-from conftest import Tap, compose_binary, tool_missing
+from conftest import Tap, assert_ends_with_killed_owner, compose_binary, tool_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = ROOT / "compose"
@@ -132,6 +132,14 @@ def test_compose_file_needs_no_env_file(tmp_path):
 def need_nginx() -> None:
     if not nginx_available():
         tool_missing("nginx is not installed (Debian: apt-get install nginx-light; .ci/run installs it as root)")
+
+
+def test_nginx_ends_with_its_owner_even_a_killed_one():
+    """SIGKILL of the process that started nginx (notebook 08's kernel restarted) stops nginx too."""
+    need_nginx()
+    assert_ends_with_killed_owner(
+        "from simlib.balancer import start_nginx\nh = start_nginx([1])\nport = h.port\n"
+        "pid = int((h.conf.parent / 'nginx.pid').read_text())")
 
 
 @pytest.mark.parametrize("upstream", ["docker-dns", "loopback"])

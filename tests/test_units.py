@@ -12,6 +12,8 @@ from simlib.config import Settings, SettingsError
 from simlib.keys import Keyspace
 from simlib.store import EmbeddedRedis, RedisUnavailable, connect, ensure_redis, find_server_binary
 
+from conftest import assert_ends_with_killed_owner
+
 G = "0b3f4c2a-1111-4222-8333-944455556666"
 U = "6a1e0c9d-aaaa-4bbb-8ccc-ddddeeeeffff"
 
@@ -147,31 +149,10 @@ def test_unreachable_redis_gives_one_clear_error():
 
 def test_an_embedded_server_ends_with_its_owner_even_a_killed_one():
     """SIGKILL of the process that started an embedded server (a restarted kernel) stops the server too."""
-    import os
-    import select
-    import signal
-    import subprocess
-    import sys
+    assert_ends_with_killed_owner(
+        "import redis\nfrom simlib.store import EmbeddedRedis\ns = EmbeddedRedis().start()\nport = s.port\n"
+        "pid = redis.Redis(port=port).info('server')['process_id']")
 
-    owner = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from simlib.store import EmbeddedRedis; "
-         "s = EmbeddedRedis().start(); print(s.port, flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(owner.stdout.readline())
-        with redis.Redis(port=port, socket_timeout=5) as client:
-            server_pid = client.info("server")["process_id"]
-        server = os.pidfd_open(server_pid)
-        owner.send_signal(signal.SIGKILL)  # no atexit, no finally: only the guard can stop it
-        owner.wait(10)
-        ended, _, _ = select.select([server], [], [], 10)  # a pidfd turns readable when its process ends
-        os.close(server)
-        assert ended, f"the embedded server (pid {server_pid}) outlived its killed owner"
-        with pytest.raises(redis.ConnectionError):
-            redis.Redis(port=port, socket_connect_timeout=2).ping()
-    finally:
-        owner.kill()
-        owner.wait(10)
 
 # -- pure rules ---------------------------------------------------------------------
 
