@@ -17,6 +17,7 @@ import sys
 import threading
 
 from . import __version__
+from .config import TWO_SHARE
 
 __all__ = ["main"]
 
@@ -119,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bot", choices=("fast", "v1", "v2"), default="fast",
                      help="fast: v1 frames over connections kept open (default); v1: a new connection per "
                           "step, as the original bots; v2: the session protocol, one connection per bot")
-    run.add_argument("--two-share", type=_share, default=0.6, metavar="P",
-                     help="share of each bot's games asked as 2-player games (default 0.6)")
+    run.add_argument("--two-share", type=_share, default=TWO_SHARE, metavar="P",
+                     help="share of each bot's games asked as 2-player games (default %(default)s)")
     run.add_argument("--rate", type=_positive_float, default=None, metavar="N",
                      help="hold the run to N attacks per second, steadily (the servers do not pause between turns; "
                           "with --games -1 a stream until Ctrl-C). Needs players enough: each waits its turn, so "
@@ -204,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     player.add_argument("--url", action="append", default=None,
                         help="server URL (default ws://WEBSOCKET_HOST:WEBSOCKET_PORT); repeat it to spread "
                              "the bots: bot i uses the i-th URL, round robin")
-    player.add_argument("--two-share", type=_share, default=0.6, metavar="P",
-                        help="share of each bot's games asked as 2-player games (default 0.6)")
+    player.add_argument("--two-share", type=_share, default=TWO_SHARE, metavar="P",
+                        help="share of each bot's games asked as 2-player games (default %(default)s)")
     player.add_argument("--drop-rate", type=_share, default=0.0, metavar="P",
                         help="each bot walks away from a game mid-way with probability P (default 0)")
     player.add_argument("--rate", type=_positive_float, default=None, metavar="N",

@@ -26,7 +26,11 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-__all__ = ["Settings", "SettingsError", "Variable", "variables", "variables_markdown"]
+__all__ = ["TWO_SHARE", "Settings", "SettingsError", "Variable", "variables", "variables_markdown"]
+
+#: Share of a bot's games it asks for as 2-player games (the rest are 3-player): a bot
+#: option (``--two-share``), not a variable; its default, like theirs, is stated here only.
+TWO_SHARE = 0.6
 
 
 class SettingsError(ValueError):

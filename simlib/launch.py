@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import aio
-from .config import Settings
+from .config import TWO_SHARE, Settings
 from .logs import setup_logging
 from .store import child_env
 
@@ -227,7 +227,7 @@ def _process_handle(name: str, args: list[str], settings: Settings, stdout_level
 
 def start_players(urls: list[str] | str, players: int, games: int, *, seed: int | None = None,
                   style: str = "fast", recorder=None, name_prefix: str | None = None,
-                  two_share: float = 0.6, procs: int = 1, settings: Settings | None = None,
+                  two_share: float = TWO_SHARE, procs: int = 1, settings: Settings | None = None,
                   timeout: float = 30.0, drop_rate: float = 0.0, rate: float | None = None) -> Handle:
     """Start ``players`` bots; bot i plays on ``urls[i % len]`` (and knows the others, for
     when its server is gone). ``procs`` = 1: in one thread (one event loop), and

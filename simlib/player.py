@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from . import aio
 from . import protocol as P
+from .config import TWO_SHARE
 
 __all__ = ["Bot", "V1Bot", "FastBot", "SessionBot", "Recorder", "Pacer", "participant_deck", "BotError", "play_all",
            "make_bots", "STOP_GRACE", "wait_for_settings"]
@@ -41,7 +42,7 @@ class BotError(RuntimeError):
     """The server answered something a v1 client cannot go on from."""
 
 
-def participant_deck(games: int, rng: random.Random, two_share: float = 0.6) -> list[int]:
+def participant_deck(games: int, rng: random.Random, two_share: float = TWO_SHARE) -> list[int]:
     """Participant counts for ``games`` games: ``round(games * two_share)`` twos, the
     rest threes, in random order. A deck (rather than a coin per game) keeps a run's
     mix predictable, so a 10-bot, 5-game run always opens enough 2-player games for
@@ -201,7 +202,7 @@ class Bot:
     style = "base"
 
     def __init__(self, urls: list[str] | str, name: str, games: int = 10, *, seed: int | str | None = None,
-                 index: int = 0, recorder: Recorder | None = None, two_share: float = 0.6,
+                 index: int = 0, recorder: Recorder | None = None, two_share: float = TWO_SHARE,
                  open_timeout: float = 10.0, wait: float = 60.0, drop_rate: float = 0.0, max_failures: int = 8,
                  deck: list[int] | None = None, pacer: Pacer | None = None):
         self.urls = [u.rstrip("/") for u in ([urls] if isinstance(urls, str) else urls)]
@@ -616,7 +617,7 @@ def bot_prefix(seed: int | None) -> str:
 
 def make_bots(urls: list[str], players: int, games: int, *, style: str = "fast", seed: int | None = None,
               prefix: str | None = None, offset: int = 0, recorder: Recorder | None = None,
-              two_share: float = 0.6, wait: float = 60.0, drop_rate: float = 0.0,
+              two_share: float = TWO_SHARE, wait: float = 60.0, drop_rate: float = 0.0,
               rate: float | None = None) -> list[Bot]:
     """Bots ``offset`` to ``offset + players - 1`` of a run. Bot i is named by i, seeded from
     ``seed`` and i, and plays on ``urls[i % len(urls)]``, so a run's bots are the same bots

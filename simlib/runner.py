@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .config import Settings
+from .config import TWO_SHARE, Settings
 from .game import STATUS
 from .keys import Keyspace
 from .launch import Handle, start_players, start_server, start_worker
@@ -168,7 +168,7 @@ class RunResult:
 def simulate(settings: Settings | None = None, *, players: int = 10, games: int | None = None, workers: int = 1,
              servers: int = 1, seed: int | None = None, style: str = "fast", progress: bool = True,
              server_mode: str = "process", stop: threading.Event | None = None,
-             two_share: float = 0.6, stdout_level: str | None = "WARNING", player_procs: int = 1,
+             two_share: float = TWO_SHARE, stdout_level: str | None = "WARNING", player_procs: int = 1,
              drop_rate: float = 0.0, out: str | Path | None = None, rate: float | None = None) -> RunResult:
     """Run a whole simulation and return its result (see module doc).
 
