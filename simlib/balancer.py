@@ -234,7 +234,7 @@ def start_nginx(upstream_ports: Iterable[int], listen_port: int = 0, *, workdir:
         proc = guard.spawn(
             _nginx_args(binary, folder, conf, "-g",
                         f"daemon off; master_process on; pid {folder}/nginx.pid; error_log stderr notice;"),
-            "simlib-nginx", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         handle = NginxHandle(proc, conf, port, upstream_ports, lines, owner)
         ready = threading.Event()
 

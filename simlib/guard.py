@@ -15,29 +15,18 @@ import contextlib
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 __all__ = ["spawn", "end", "kill_group"]
 
-# "$@" is the program; fd 3 is the owner's pipe, kept only by the watcher.
-_GUARD = r"""
-exec 3<&0 </dev/null
-"$@" 3<&- &
-program=$!
-{ while read -r _ <&3; do :; done; kill -TERM "$program" 2>/dev/null; } &
-watch=$!
-exec 3<&-
-wait "$program"
-status=$?
-kill "$watch" 2>/dev/null
-exit "$status"
-"""
+_GUARD = Path(__file__).with_name("guard.sh")  # the script, shipped with the package
 
 
-def spawn(args: list[str], name: str, **popen_kwargs) -> subprocess.Popen:
+def spawn(args: list[str], **popen_kwargs) -> subprocess.Popen:
     """Start ``args`` under the guard, in its own session (a Ctrl-C meant for the owner
-    does not reach it), with stdin /dev/null. ``name`` shows in ``ps``. Other keyword
-    arguments go to :class:`subprocess.Popen` (stdout, stderr, text...)."""
-    return subprocess.Popen(["sh", "-c", _GUARD, name, *args], stdin=subprocess.PIPE,
+    does not reach it), with stdin /dev/null. Other keyword arguments go to
+    :class:`subprocess.Popen` (stdout, stderr, text...)."""
+    return subprocess.Popen(["sh", str(_GUARD), *args], stdin=subprocess.PIPE,
                             start_new_session=True, **popen_kwargs)
 
 

@@ -125,7 +125,7 @@ class EmbeddedRedis:
                     *(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"] if self.cluster else []),
                     *self.extra_args,
                 ]
-                proc = guard.spawn(args, "simlib-redis", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                proc = guard.spawn(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True)
                 ready = threading.Event()
                 lines: list[str] = []
