@@ -14,7 +14,9 @@ connection can carry every caller's commands at once:
 Errors keep redis-py's types (``redis.ResponseError`` for an error reply,
 ``redis.ConnectionError`` when the connection drops), so callers handle both clients
 alike. A command already written when the connection drops fails (it is not sent again:
-a script may have run); the next call connects again.
+a script may have run), and so does one whose connection dropped before it was written;
+the next call connects again. A reply is only ever matched to a command written on the
+same connection: a dropped connection's late callbacks are ignored.
 
 A :class:`Mux` can also carry a subscription (:meth:`Mux.subscribe`): each message is
 handed to a callback straight from the socket's data callback, with no task per message,
@@ -38,14 +40,21 @@ __all__ = ["Mux", "MuxScript", "for_url"]
 
 
 class _Protocol(asyncio.Protocol):
+    """One connection's callbacks; those of a connection that is no longer the mux's
+    (it was replaced after a drop) are ignored, so its late news cannot touch the next."""
+
     def __init__(self, mux: Mux):
         self.mux = mux
+        self.lost = False
 
     def data_received(self, data: bytes) -> None:
-        self.mux._feed(data)
+        if self.mux._protocol is self:
+            self.mux._feed(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.mux._lost(exc)
+        self.lost = True
+        if self.mux._protocol is self:
+            self.mux._lost(exc)
 
 
 class Mux:
@@ -62,6 +71,7 @@ class Mux:
         self._db = db
         self.stats = stats if stats is not None else {}
         self._transport: asyncio.Transport | None = None
+        self._protocol: _Protocol | None = None
         self._reader: hiredis.Reader | None = None
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._out: list[bytes] = []
@@ -77,6 +87,9 @@ class Mux:
 
     def _send(self, args) -> asyncio.Future:
         fut = self._loop.create_future()
+        if self._transport is None:  # lost since the caller connected: never queue a reply nobody sends
+            fut.set_exception(redis.ConnectionError("connection to Redis lost before the command was sent"))
+            return fut
         self._waiters.append(fut)
         self._out.append(hiredis.pack_command(args))
         self.stats["commands"] = self.stats.get("commands", 0) + 1
@@ -99,18 +112,20 @@ class Mux:
         self._loop = asyncio.get_running_loop()
         self._connecting = self._loop.create_future()
         try:
+            where = self.path or f"{self.host}:{self.port}"
             try:
                 if self.path is not None:
-                    transport, _ = await self._loop.create_unix_connection(lambda: _Protocol(self), self.path)
+                    transport, protocol = await self._loop.create_unix_connection(lambda: _Protocol(self), self.path)
                 else:
-                    transport, _ = await self._loop.create_connection(
+                    transport, protocol = await self._loop.create_connection(
                         lambda: _Protocol(self), self.host, self.port,
                         ssl=ssl.create_default_context() if self.tls else None)
             except OSError as exc:
-                where = self.path or f"{self.host}:{self.port}"
                 raise redis.ConnectionError(f"cannot connect to Redis at {where}: {exc}") from None
+            if protocol.lost:  # dropped before we took it
+                raise redis.ConnectionError(f"connection to Redis at {where} closed as it opened")
             self._reader = hiredis.Reader(encoding="utf-8", replyError=redis.ResponseError)
-            self._transport = transport
+            self._transport, self._protocol = transport, protocol
             if self._auth:
                 await self._send(("AUTH", *self._auth))
             if self._db:
@@ -147,7 +162,7 @@ class Mux:
     def _lost(self, exc: Exception | None) -> None:
         if self._transport is None and not self._waiters:
             return  # already handled (an unreadable stream, then its connection_lost)
-        self._transport = None
+        self._transport = self._protocol = None
         self._out.clear()
         waiters, self._waiters = self._waiters, collections.deque()
         for fut in waiters:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
-from simlib.mux import for_url
+from simlib.mux import Mux, for_url
 
 
 def run(coro):
@@ -103,6 +103,34 @@ def test_a_killed_connection_fails_its_callers_and_the_next_call_reconnects(redi
             await m.aclose()
 
     assert run(main()) == "again"
+
+
+def test_a_connection_lost_right_after_it_opened_fails_the_call_and_replies_stay_matched(redis_server, r):
+    """A connection that drops between its opening and the first command (Redis restarting, say) fails
+    that call at once instead of leaving a waiter with no command, so every later caller still gets the
+    reply to its own command (a left-over waiter shifted each reply to the previous caller)."""
+    class DropsOnce(Mux):  # the real connection, aborted once right after it opened
+        drop = True
+
+        async def _connect(self):
+            await super()._connect()
+            if self.drop:
+                self.drop = False
+                self._transport.abort()  # connection_lost comes on the next loop turns
+                for _ in range(3):
+                    await asyncio.sleep(0)
+
+    async def main():
+        parts = urlsplit(redis_server.url)
+        m = DropsOnce(parts.hostname, parts.port)
+        try:
+            with pytest.raises(redis.ConnectionError):
+                await asyncio.wait_for(m.execute("ECHO", "lost"), 5)
+            return await asyncio.wait_for(asyncio.gather(*(m.execute("ECHO", f"e{i}") for i in range(20))), 5)
+        finally:
+            await m.aclose()
+
+    assert run(main()) == [f"e{i}" for i in range(20)]
 
 
 def test_for_url_takes_plain_redis_urls_with_auth_and_db(redis_server, r):
