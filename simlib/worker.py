@@ -269,12 +269,15 @@ class Worker:
                 batch = [message, *(more(self.BATCH - 1) if more is not None else [])]
                 try:
                     drained = self._handle(batch)
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                except redis.RedisError as exc:  # Redis gone, or a script refused: the sweep retries them
                     log.warning("Worker %s could not clean %d task(s): %s", self.name, len(batch), exc)
                     missed = True
                     continue
                 if drained:
                     break
+        except Exception:
+            log.exception("Worker %s stopped on an unexpected error", self.name)
+            raise
         finally:
             if watcher is not None:
                 self.deadlines = watcher.stop()

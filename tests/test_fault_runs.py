@@ -30,7 +30,7 @@ from websockets.sync.client import connect as ws_connect
 from conftest import Client, Tap, ctrl_c_default, find, login
 from simlib import protocol as P
 from simlib.game import STATUS
-from simlib.keys import LOBBY_CHANNEL, Keyspace
+from simlib.keys import LOBBY_CHANNEL, WORKER_LOGGER, Keyspace
 from simlib.launch import start_players, start_server, start_worker
 from simlib.player import Recorder
 from simlib.store import EmbeddedRedis
@@ -145,18 +145,22 @@ def test_sigkill_of_redis_restarted_3_s_later_mid_run():
             killed_at = time.monotonic()
             threading.Event().wait(3.0)  # the outage itself
             restarted = EmbeddedRedis(port=port).start()
-            tap = Tap(restarted.url, LOBBY_CHANNEL)
+            tap = Tap(restarted.url, LOBBY_CHANNEL, WORKER_LOGGER)
             out, err = proc.communicate(timeout=240)
             took = time.monotonic() - killed_at
             read_to_the_end(tap)
         summary = json.loads(out)
-        print(f"\nrun ended {took:.1f} s after Redis was killed: {summary}")
+        print(f"\nrun ended {took:.1f} s after Redis was killed: {summary}\nthe run's log:\n" + "\n".join(
+            line for line in err.splitlines() if "Redis unavailable on" not in line and "could not publish" not in line))
         assert proc.returncode == (1 if summary["errors"] else 0), err
         assert summary["errors"] > 0  # the outage was felt, and counted
         r2 = redis.Redis.from_url(restarted.url, decode_responses=True)
         assert r2.hlen(KEYS.superheros) > 0  # the run's servers loaded the roster again
         statuses = every_game_ended(r2)
         print("games in the restarted Redis by status:", statuses)
+        print("clean-up tasks published after the restart:", len(records(tap, "Cleaning Game Records")),
+              "\nthe worker's records after it:", *(str(m["data"])[:300] for m in tap.messages
+                                                   if m["channel"] == WORKER_LOGGER), sep="\n")
         assert sum(statuses.values()) > 0  # games were played after the restart
         assert nothing_without_expiry(r2) == []
         (report,) = server_reports(tap)
