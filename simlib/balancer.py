@@ -26,8 +26,8 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -159,14 +159,16 @@ class NginxHandle(Handle):
     handle, not at ``stop()``, so the access log can still be read after it."""
 
     def __init__(self, proc: subprocess.Popen, conf: Path, port: int, upstream_ports: list[int],
-                 lines: list[str], workdir_owner: tempfile.TemporaryDirectory | None = None):
-        self.proc, self._lines, self._workdir_owner = proc, lines, workdir_owner
+                 lines: list[str]):
+        self.proc, self._lines = proc, lines
         super().__init__(f"nginx-{port}", "process", self._quit, self._wait, lambda: proc.poll() is None,
                          pid=proc.pid, port=port, url=f"ws://127.0.0.1:{port}", upstream_ports=upstream_ports,
                          conf=conf, access_log=conf.parent / "access.log")
         atexit.register(self.close)
 
     def _quit(self) -> None:
+        if not guard.owned(self.proc):  # a forked copy leaves its parent's nginx be
+            return
         # self.proc is the guard (simlib.guard); the master's pid is in nginx's pid file
         try:
             master = int((self.conf.parent / "nginx.pid").read_text())
@@ -221,11 +223,12 @@ def start_nginx(upstream_ports: Iterable[int], listen_port: int = 0, *, workdir:
     upstream_ports = [int(p) for p in upstream_ports]
     if not upstream_ports:
         raise ValueError("nginx needs at least one upstream server port")
-    owner = None if workdir is not None else tempfile.TemporaryDirectory(prefix="simlib-nginx-")
-    folder = Path(workdir if workdir is not None else owner.name)
+    own = workdir is None  # a folder of our own: removed with the handle, or by the guard if we are killed
+    folder = Path(workdir if workdir is not None else guard.new_folder("simlib-nginx-"))
     error = ""
     for _attempt in range(5 if listen_port == 0 else 1):  # a free port can be taken between probe and bind
         port = listen_port or free_port()
+        folder.mkdir(parents=True, exist_ok=True)  # a failed attempt's guard may have removed it
         conf = render_nginx_conf(upstream_ports, port, folder)
         lines: list[str] = []
         (folder / "nginx.pid").unlink(missing_ok=True)  # a stale one would name another process
@@ -234,8 +237,9 @@ def start_nginx(upstream_ports: Iterable[int], listen_port: int = 0, *, workdir:
         proc = guard.spawn(
             _nginx_args(binary, folder, conf, "-g",
                         f"daemon off; master_process on; pid {folder}/nginx.pid; error_log stderr notice;"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        handle = NginxHandle(proc, conf, port, upstream_ports, lines, owner)
+            remove=folder if own else None, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+        handle = NginxHandle(proc, conf, port, upstream_ports, lines)
         ready = threading.Event()
 
         def pump(p=proc, out=lines, ev=ready):
@@ -247,9 +251,13 @@ def start_nginx(upstream_ports: Iterable[int], listen_port: int = 0, *, workdir:
 
         threading.Thread(target=pump, name=f"nginx-{port}-stderr", daemon=True).start()
         if ready.wait(timeout) and proc.poll() is None:
+            if own:
+                weakref.finalize(handle, guard.remove_folder, folder, os.getpid())
             return handle
         handle.close(5)
         error = handle.stderr.strip() or f"no sign of a worker within {timeout:g} s"
         if "Address already in use" not in error:
             break
+    if own:
+        guard.remove_folder(folder, os.getpid())
     raise RuntimeError(f"nginx did not start:\n{error}")

@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from importlib import metadata
@@ -100,7 +99,7 @@ class EmbeddedRedis:
         self.cluster = cluster
         self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen | None = None
-        self._dir: tempfile.TemporaryDirectory | None = None
+        self.folder: str | None = None  # the server's private working folder, while it runs
         self._lock = threading.Lock()
 
     @property
@@ -117,15 +116,15 @@ class EmbeddedRedis:
             last_error = ""
             for _attempt in range(5):  # a free port can be taken between probe and bind
                 port = self.port or free_port()
-                self._dir = tempfile.TemporaryDirectory(prefix="simlib-redis-")
+                self.folder = guard.new_folder("simlib-redis-")
                 args = [
                     self.binary, "--port", str(port), "--bind", "127.0.0.1",
-                    "--save", "", "--appendonly", "no", "--dir", self._dir.name,
+                    "--save", "", "--appendonly", "no", "--dir", self.folder,
                     "--daemonize", "no", "--loglevel", "notice", "--logfile", "",
                     *(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"] if self.cluster else []),
                     *self.extra_args,
                 ]
-                proc = guard.spawn(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                proc = guard.spawn(args, remove=self.folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True)
                 ready = threading.Event()
                 lines: list[str] = []
@@ -145,7 +144,7 @@ class EmbeddedRedis:
                     log.info("embedded Redis ready at %s (%s)", self.url, Path(self.binary).name)
                     return self
                 guard.end(proc, 5)
-                self._dir.cleanup()
+                guard.remove_folder(self.folder, os.getpid())
                 last_error = "".join(lines[-5:]).strip()
                 if self.port is not None:
                     break
@@ -162,11 +161,10 @@ class EmbeddedRedis:
     def _finish(self, end) -> None:
         with self._lock:
             proc, self.process = self.process, None
-            if proc is None:
+            if proc is None or not guard.owned(proc):  # a forked copy leaves its parent's server be
                 return
             end(proc)
-            if self._dir is not None:
-                self._dir.cleanup()
+            guard.remove_folder(self.folder, os.getpid())
             atexit.unregister(self.stop)
 
     def __enter__(self) -> "EmbeddedRedis":

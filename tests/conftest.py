@@ -299,22 +299,46 @@ def compose_binary() -> str | None:
     return None
 
 
+def _process_group(pgid: int) -> list[int]:
+    """The processes whose process group is ``pgid`` (read from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                members.append(int(stat.parent.name))
+    return members
+
+
 def assert_ends_with_killed_owner(start: str) -> None:
-    """SIGKILL a Python process that ran ``start`` (code that starts a program and binds
-    ``pid`` and ``port`` to it) and assert the program ends within 10 s and its port
-    refuses connections: nothing outlives a restarted notebook kernel."""
-    code = f"import sys\n{start}\nprint(pid, port, flush=True)\nsys.stdin.read()"
-    owner = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    """SIGKILL a Python process that ran ``start`` and assert that everything it started
+    ends within 10 s: ``start`` binds ``guard`` (the guard's pid; the guard leads a process
+    group: it, the program and its watcher), ``port`` (the program's; it must refuse
+    connections after) and optionally ``folder`` (the program's private folder, which must
+    be gone once the group has ended): nothing outlives a restarted notebook kernel."""
+    code = (f"import sys\n{start}\nprint(guard, port, globals().get('folder', ''), flush=True)\n"
+            "sys.stdin.read()")
+    owner = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
-        pid, port = map(int, owner.stdout.readline().split())
-        program = os.pidfd_open(pid)
+        started = owner.stdout.readline().split()
+        if not started:  # ``start`` failed: say how
+            owner.stdin.close()
+            pytest.fail(f"the owner did not start: {owner.stderr.read()[-2000:]}", pytrace=False)
+        guard, port, *folder = started
+        group = {pid: os.pidfd_open(pid) for pid in _process_group(int(guard))}
         owner.send_signal(signal.SIGKILL)  # no atexit, no finally: only the guard can stop it
         owner.wait(10)
-        ended, _, _ = select.select([program], [], [], 10)  # a pidfd turns readable when its process ends
-        os.close(program)
-        assert ended, f"pid {pid} outlived its killed owner"
+        for pid, fd in group.items():
+            ended, _, _ = select.select([fd], [], [], 10)  # a pidfd turns readable when its process ends
+            os.close(fd)
+            assert ended, f"pid {pid} of the guard's group outlived its killed owner"
         with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()
+        if folder:
+            assert not Path(folder[0]).exists(), f"{folder[0]} outlived its killed owner"
     finally:
         owner.kill()
         owner.wait(10)
+        for pipe in (owner.stdin, owner.stdout, owner.stderr):
+            pipe.close()

@@ -134,12 +134,15 @@ def need_nginx() -> None:
         tool_missing("nginx is not installed (Debian: apt-get install nginx-light; .ci/run installs it as root)")
 
 
-def test_nginx_ends_with_its_owner_even_a_killed_one():
-    """SIGKILL of the process that started nginx (notebook 08's kernel restarted) stops nginx too."""
+@pytest.mark.parametrize("stopped", [False, True], ids=["running", "stopped"])
+def test_nginx_ends_with_its_owner_even_a_killed_one(stopped):
+    """SIGKILL of the process that started nginx (notebook 08's kernel restarted) stops nginx and removes
+    its folder; a folder kept after a stop (for the access log) goes too."""
     need_nginx()
     assert_ends_with_killed_owner(
-        "from simlib.balancer import start_nginx\nh = start_nginx([1])\nport = h.port\n"
-        "pid = int((h.conf.parent / 'nginx.pid').read_text())")
+        "from simlib.balancer import start_nginx\nh = start_nginx([1])\n"
+        "port, guard, folder = h.port, h.proc.pid, h.conf.parent\n"
+        + ("h.stop()\nassert h.join(10) and folder.is_dir()\n" if stopped else ""))
 
 
 @pytest.mark.parametrize("upstream", ["docker-dns", "loopback"])

@@ -150,8 +150,19 @@ def test_unreachable_redis_gives_one_clear_error():
 def test_an_embedded_server_ends_with_its_owner_even_a_killed_one():
     """SIGKILL of the process that started an embedded server (a restarted kernel) stops the server too."""
     assert_ends_with_killed_owner(
-        "import redis\nfrom simlib.store import EmbeddedRedis\ns = EmbeddedRedis().start()\nport = s.port\n"
-        "pid = redis.Redis(port=port).info('server')['process_id']")
+        "from simlib.store import EmbeddedRedis\ns = EmbeddedRedis().start()\n"
+        "port, guard, folder = s.port, s.process.pid, s.folder")
+
+
+def test_a_forked_child_neither_stops_nor_holds_up_its_parents_server():
+    """A child forked from the owner (multiprocessing's default on Linux) that exits leaves the server
+    running and its folder in place; one still alive does not keep the server up once the owner is killed."""
+    assert_ends_with_killed_owner(
+        "import os, pathlib, redis\nfrom simlib.store import EmbeddedRedis\ns = EmbeddedRedis().start()\n"
+        "port, guard, folder = s.port, s.process.pid, s.folder\n"
+        "child = os.fork()\nif child == 0: sys.exit(0)  # a normal exit: the child runs the atexit handlers\n"
+        "os.waitpid(child, 0)\nassert redis.Redis(port=port).ping() and pathlib.Path(folder).is_dir()\n"
+        "if os.fork() == 0: sys.stdin.read(); os._exit(0)  # lives on until the test closes its stdin\n")
 
 
 # -- pure rules ---------------------------------------------------------------------
