@@ -245,6 +245,24 @@ def test_malformed_messages_are_ignored_and_the_worker_lives(settings, game_serv
     assert r.ttl(keys.hero(g, other)) > 0
 
 
+def test_a_task_whose_script_fails_is_logged_and_the_worker_lives(settings, game_server, r, keys):
+    """A task the clean-up script refuses (its game's host key holds a list: WRONGTYPE) is a warning, not the
+    worker's end: the next good task is still applied."""
+    (g,) = game_tokens(play(game_server.url, players=2, games=1))
+    host = r.get(keys.host(g))
+    (other,) = r.smembers(keys.game(g)) - {host}
+    broken = str(uuid.uuid4())
+    r.rpush(keys.host(broken), "not a host")
+    worker = start_worker(settings)
+    assert publish(r, [{"game_token": broken, "user_token": host}]) == [1]
+    assert publish(r, [{"game_token": g, "user_token": other}]) == [1]
+    drain(worker)
+
+    assert worker.error is None
+    assert worker.part.received == 2
+    assert r.ttl(keys.hero(g, other)) > 0
+
+
 def test_expiry_of_one_second_leaves_no_game_key(pubsub_logging, settings, game_server, r, expired):
     """With REDIS_EXPIRY=1 and a worker, every games:* key expires after the run (waited for via expired events)."""
     worker = start_worker(settings.replace(redis_expiry=1))
