@@ -111,6 +111,7 @@ class Recorder:
             self.attacks.append(record)
             self.attack_times.append(now)
             self.counts["attacks"] += 1
+
     def turn(self, game: str) -> None:
         """A turn notice arrived (its latency is derived later, from the event times)."""
         now = time.monotonic()

@@ -45,7 +45,6 @@ __all__ = [
 log = logging.getLogger("lib.store")
 
 
-
 class RedisUnavailable(RuntimeError):
     """No Redis could be reached or started; the message says what to do."""
 

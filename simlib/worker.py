@@ -153,18 +153,19 @@ class StreamSource:
                                            block=max(int(timeout * 1000), 1))
             for _stream, entries in reply or ():
                 self._backlog.extend(entries)
-        if not self._backlog:
-            return None
-        entry_id, fields = self._backlog.popleft()
-        return {"log_message": CLEAN_MESSAGE, "task": fields, "id": entry_id}
+        return self._next() if self._backlog else None
 
     def more(self, limit: int) -> list[dict]:
         """The rest of the batch already read, up to ``limit`` tasks, without waiting."""
         out = []
         while self._backlog and len(out) < limit:
-            entry_id, fields = self._backlog.popleft()
-            out.append({"log_message": CLEAN_MESSAGE, "task": fields, "id": entry_id})
+            out.append(self._next())
         return out
+
+    def _next(self) -> dict:
+        """The oldest entry read, as a task message."""
+        entry_id, fields = self._backlog.popleft()
+        return {"log_message": CLEAN_MESSAGE, "task": fields, "id": entry_id}
 
     def pending(self) -> int:
         """Tasks handed to some consumer and not acknowledged yet."""
@@ -246,7 +247,7 @@ class Worker:
                 try:
                     message = source.receive(timeout=idle if burst or self._draining.is_set() else 0.5)
                     retry = 0.1
-                    if missed and self._sweep("listens again after losing Redis"):
+                    if missed and self._sweep("sweeps for the tasks it missed (Redis lost, or a task refused)"):
                         missed = False
                     if next_sweep is not None and time.monotonic() >= next_sweep:
                         self._sweep(f"sweeps (every {self.sweep_every:g} s)")
