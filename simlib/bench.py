@@ -31,6 +31,7 @@ from .config import Settings
 from .keys import LOBBY_CHANNEL, Keyspace
 from .launch import READY, start_players, start_server
 from .player import Recorder
+from . import protocol as P
 from .protocol import is_user_created, login_token
 from .roster import build_db, load_roster
 from .store import EmbeddedRedis, child_env, connect
@@ -194,7 +195,7 @@ def measure_ceiling(settings: Settings, connections: int, seconds: float) -> flo
             async def client():
                 nonlocal count
                 async with ws_connect(url, compression=None, max_size=2**16, proxy=None) as ws:
-                    msg = json.dumps({"PAYLOAD": {"GAME_TOKEN": "0" * 36, "USER_TOKEN": "1" * 36}})
+                    msg = json.dumps(P.lobby_request("0" * 36, "1" * 36))
                     while not stop.is_set():
                         await ws.send(msg)
                         await ws.recv()
@@ -238,7 +239,7 @@ def measure_joins(settings: Settings, client, heroes, finished: int, joins: int 
         with ws_connect(server.url + "/api/v1/login") as login, ws_connect(server.url + "/api/v1/game/find") as find:
             tokens = []
             for i in range(joins):
-                login.send(json.dumps({"PAYLOAD": {"USER": f"join-{i}"}}))
+                login.send(json.dumps(P.login_request(f"join-{i}")))
                 reply = json.loads(login.recv(10))
                 if is_user_created(reply):
                     reply = json.loads(login.recv(10))
@@ -248,7 +249,7 @@ def measure_joins(settings: Settings, client, heroes, finished: int, joins: int 
                 tokens.append(token)
             for token in tokens:
                 start = time.perf_counter()
-                find.send(json.dumps({"PAYLOAD": {"USER_TOKEN": token, "PARTICIPANTS": 2}}))
+                find.send(json.dumps(P.find_request(token, 2)))
                 find.recv(10)
                 times.append(time.perf_counter() - start)
         return round(statistics.median(times) * 1000, 3)

@@ -388,7 +388,7 @@ class Bot:
             self._finish("DROPPED")
             return
         async with self._connect(P.LOBBY) as lobby:
-            await lobby.send(P.dumps({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": row["user"]}}))
+            await lobby.send(P.dumps(P.lobby_request(game, row["user"])))
             await self._follow(lobby, row, lambda notice: self._take_turn(game, row))
 
     async def _follow(self, frames: ClientConnection, row: dict, on_turn) -> None:
@@ -458,27 +458,26 @@ class V1Bot(Bot):
 
     async def _login(self) -> str:
         async with self._connect(P.LOGIN) as ws:
-            reply = await self._request(ws, {"PAYLOAD": {"USER": self.name}})
+            reply = await self._request(ws, P.login_request(self.name))
             if P.is_user_created(reply):
                 reply = await self._recv(ws)
         return self._logged_in(reply)
 
     async def _find(self, n: int) -> dict:
         async with self._connect(P.FIND) as ws:
-            return await self._request(ws, {"PAYLOAD": {"USER_TOKEN": self.token, "PARTICIPANTS": n}})
+            return await self._request(ws, P.find_request(self.token, n))
 
     async def _heroes(self, game: str, users: list[str]) -> dict[str, dict]:
         heroes = {}
         async with self._connect(P.HERO) as ws:
             for u in users:
-                reply = await self._request(ws, {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": u}})
+                reply = await self._request(ws, P.hero_request(game, u))
                 heroes[u] = reply.get("PAYLOAD", {}).get("HERO", {})
         return heroes
 
     async def _attack(self, game: str, enemy: str | None) -> dict:
         async with self._connect(P.ACTION) as ws:
-            return await self._request(ws, {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": self.token,
-                                                        "ENEMY_TOKEN": enemy, "ACTION": "ATTACK"}})
+            return await self._request(ws, P.action_request(game, self.token, enemy))
 
 
 class FastBot(V1Bot):
@@ -507,21 +506,19 @@ class FastBot(V1Bot):
         return await super()._alive_enemies(game, others)
 
     async def _find(self, n: int) -> dict:
-        return await self._request(await self._route(P.FIND),
-                                   {"PAYLOAD": {"USER_TOKEN": self.token, "PARTICIPANTS": n}})
+        return await self._request(await self._route(P.FIND), P.find_request(self.token, n))
 
     async def _heroes(self, game: str, users: list[str]) -> dict[str, dict]:
         ws = await self._route(P.HERO)
         for u in users:  # pipelined: all requests, then all replies
-            await ws.send(P.dumps({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": u}}))
+            await ws.send(P.dumps(P.hero_request(game, u)))
         heroes = {}
         for u in users:
             heroes[u] = (await self._recv(ws)).get("PAYLOAD", {}).get("HERO", {})
         return heroes
 
     async def _attack(self, game: str, enemy: str | None) -> dict:
-        return await self._request(await self._route(P.ACTION), {"PAYLOAD": {
-            "GAME_TOKEN": game, "USER_TOKEN": self.token, "ENEMY_TOKEN": enemy, "ACTION": "ATTACK"}})
+        return await self._request(await self._route(P.ACTION), P.action_request(game, self.token, enemy))
 
 
 class SessionBot(Bot):
@@ -538,7 +535,7 @@ class SessionBot(Bot):
         if self._ws is None:
             ws = await self._stack.enter_async_context(self._connect(P.SESSION))
             for attempt in range(20):
-                reply = await self._request(ws, {"TYPE": P.LOGIN_V2, "PAYLOAD": {"USER": self.name}})
+                reply = await self._request(ws, P.v2_login(self.name))
                 # this bot's own session of a moment ago may still hold the name (a drop)
                 if reply.get("ERROR", {}).get("CODE") != "USER_IN_USE" or attempt == 19:
                     break
@@ -549,7 +546,7 @@ class SessionBot(Bot):
 
     async def _one_game(self, n: int) -> None:
         ws = await self._session()
-        row = self._game_row(n, await self._request(ws, {"TYPE": P.FIND_V2, "PAYLOAD": {"PARTICIPANTS": n}}))
+        row = self._game_row(n, await self._request(ws, P.v2_find(n)))
         self._targets: list[str] = []
         self._aimed: str | None = None
         if self._drop_at == 0:
@@ -571,7 +568,7 @@ class SessionBot(Bot):
         self._aimed = self.rng.choice(self._targets) if self._targets else None
         if self.pacer is not None:
             await self.pacer.wait()
-        await ws.send(P.dumps({"TYPE": P.ATTACK_V2, "PAYLOAD": {"ENEMY_TOKEN": self._aimed}}))
+        await ws.send(P.dumps(P.v2_attack(self._aimed)))
 
     async def _on_reply(self, row: dict, frame: dict) -> None:
         self._aimed = None

@@ -38,6 +38,15 @@ __all__ = [
     "hero_spec",
     "attack_record",
     "no_enemy_left",
+    "login_request",
+    "find_request",
+    "lobby_request",
+    "hero_request",
+    "action_request",
+    "v2_login",
+    "v2_find",
+    "v2_attack",
+    "v2_hero",
 ]
 
 LOGIN = "/api/v1/login"
@@ -213,6 +222,46 @@ def parse_session(text: str | bytes) -> tuple[str, dict]:
     if not isinstance(verb, str) or verb not in SESSION_REQUIRED:
         raise ProtocolError("UNKNOWN TYPE", "UNKNOWN_TYPE", f"TYPE must be one of {', '.join(SESSION_REQUIRED)}")
     return verb, _payload(message, SESSION_REQUIRED[verb])
+
+
+# -- client requests (what bots, the tutorial's client and tests send) ---------
+
+def login_request(user: str) -> dict:
+    return {"PAYLOAD": {"USER": user}}
+
+
+def find_request(user_token: str, participants: int) -> dict:
+    return {"PAYLOAD": {"USER_TOKEN": user_token, "PARTICIPANTS": participants}}
+
+
+def lobby_request(game: str, user_token: str) -> dict:
+    return {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user_token}}
+
+
+def hero_request(game: str, user_token: str) -> dict:
+    """v1: ask for the hero of ``user_token`` (any member of ``game``)."""
+    return {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user_token}}
+
+
+def action_request(game: str, user_token: str, enemy: str | None) -> dict:
+    """v1: attack ``enemy`` (None: "I see no enemy left")."""
+    return {"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user_token, "ENEMY_TOKEN": enemy, "ACTION": "ATTACK"}}
+
+
+def v2_login(user: str) -> dict:
+    return {"TYPE": LOGIN_V2, "PAYLOAD": {"USER": user}}
+
+
+def v2_find(participants: int) -> dict:
+    return {"TYPE": FIND_V2, "PAYLOAD": {"PARTICIPANTS": participants}}
+
+
+def v2_attack(enemy: str | None) -> dict:
+    return {"TYPE": ATTACK_V2, "PAYLOAD": {"ENEMY_TOKEN": enemy}}
+
+
+def v2_hero(user_token: str) -> dict:
+    return {"TYPE": HERO_V2, "PAYLOAD": {"USER_TOKEN": user_token}}
 
 
 # -- server frames -----------------------------------------------------------

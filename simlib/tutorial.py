@@ -34,6 +34,7 @@ import redis
 from websockets.sync.client import connect as _ws_connect
 
 from .keys import Keyspace
+from . import protocol as P
 from .protocol import ACTION, FIND, HERO, LOBBY, LOGIN, is_user_created
 
 __all__ = [
@@ -533,9 +534,8 @@ def _open(url: str, route: str, timeout: float):
     return _ws_connect(url.rstrip("/") + route, open_timeout=timeout, close_timeout=timeout)
 
 
-def _exchange(url: str, route: str, payload: dict, timeout: float, more: Callable[[dict], bool] = lambda f: False
+def _exchange(url: str, route: str, request: dict, timeout: float, more: Callable[[dict], bool] = lambda f: False
               ) -> Reply:
-    request = {"PAYLOAD": payload}
     frames: list[dict] = []
     with _open(url, route, timeout) as ws:
         ws.send(json.dumps(request))
@@ -549,23 +549,22 @@ def _exchange(url: str, route: str, payload: dict, timeout: float, more: Callabl
 
 def login(url: str, name: str, *, timeout: float = 10.0) -> Reply:
     """``/api/v1/login``: a new name gets ``USER CREATED`` first; the reply is the token frame."""
-    return _exchange(url, LOGIN, {"USER": name}, timeout, more=is_user_created)
+    return _exchange(url, LOGIN, P.login_request(name), timeout, more=is_user_created)
 
 
 def find(url: str, token: str, n: int, *, timeout: float = 10.0) -> Reply:
     """``/api/v1/game/find``: join (or open) a lobby for ``n`` players."""
-    return _exchange(url, FIND, {"USER_TOKEN": token, "PARTICIPANTS": n}, timeout)
+    return _exchange(url, FIND, P.find_request(token, n), timeout)
 
 
 def hero(url: str, game: str, user: str, *, timeout: float = 10.0) -> Reply:
     """``/api/v1/game/hero``: the hero of ``user`` in ``game``."""
-    return _exchange(url, HERO, {"GAME_TOKEN": game, "USER_TOKEN": user}, timeout)
+    return _exchange(url, HERO, P.hero_request(game, user), timeout)
 
 
 def attack(url: str, game: str, user: str, enemy: str | None, *, timeout: float = 10.0) -> Reply:
     """``/api/v1/game/action``: ``user`` attacks ``enemy`` (None: "I see no enemy left")."""
-    return _exchange(url, ACTION, {"GAME_TOKEN": game, "USER_TOKEN": user, "ENEMY_TOKEN": enemy,
-                                   "ACTION": "ATTACK"}, timeout)
+    return _exchange(url, ACTION, P.action_request(game, user, enemy), timeout)
 
 
 class Lobby:
@@ -577,7 +576,7 @@ class Lobby:
         self.frames: list[dict] = []
         self._cm = _open(url, LOBBY, timeout)
         self.ws = self._cm.__enter__()
-        self.ws.send(json.dumps({"PAYLOAD": {"GAME_TOKEN": game, "USER_TOKEN": user}}))
+        self.ws.send(json.dumps(P.lobby_request(game, user)))
 
     def next(self, timeout: float | None = None) -> dict:
         """The next pushed frame; raises ``TimeoutError`` if none comes within ``timeout`` s."""

@@ -257,3 +257,22 @@ def test_every_error_code_the_server_can_send_is_documented():
     doc = (root / "docs" / "protocol.md").read_text()
     documented = set(re.findall(r"\| `([A-Z_]+)` \|", doc)) | set(re.findall(r'"CODE": "([A-Z_]+)"', doc))
     assert sorted(codes - documented) == []
+
+
+def test_every_request_builder_makes_a_frame_its_route_accepts_with_the_same_values():
+    """The request builders bots, the tutorial and tests use send exactly what the server's parser takes."""
+    g, u, e = (str(uuid.uuid4()) for _ in range(3))
+    v1 = [(P.LOGIN, P.login_request("ann"), {"USER": "ann"}),
+          (P.FIND, P.find_request(u, 3), {"USER_TOKEN": u, "PARTICIPANTS": 3}),
+          (P.LOBBY, P.lobby_request(g, u), {"GAME_TOKEN": g, "USER_TOKEN": u}),
+          (P.HERO, P.hero_request(g, u), {"GAME_TOKEN": g, "USER_TOKEN": u}),
+          (P.ACTION, P.action_request(g, u, e), {"GAME_TOKEN": g, "USER_TOKEN": u, "ENEMY_TOKEN": e, "ACTION": "ATTACK"}),
+          (P.ACTION, P.action_request(g, u, None), {"GAME_TOKEN": g, "USER_TOKEN": u, "ENEMY_TOKEN": None,
+                                                    "ACTION": "ATTACK"})]
+    for route, frame, fields in v1:
+        assert P.parse(route, P.dumps(frame)) == fields
+    v2 = [(P.v2_login("ann"), P.LOGIN_V2, {"USER": "ann"}), (P.v2_find(2), P.FIND_V2, {"PARTICIPANTS": 2}),
+          (P.v2_attack(e), P.ATTACK_V2, {"ENEMY_TOKEN": e}), (P.v2_attack(None), P.ATTACK_V2, {"ENEMY_TOKEN": None}),
+          (P.v2_hero(u), P.HERO_V2, {"USER_TOKEN": u})]
+    for frame, verb, fields in v2:
+        assert P.parse_session(P.dumps(frame)) == (verb, fields)
